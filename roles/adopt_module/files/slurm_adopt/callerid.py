@@ -1,0 +1,306 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) hpc.slurm_adopt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The callerid RPC: which job owns the ssh connection, asked of the slurmd at the client."""
+
+import os
+import struct
+
+from .sockets import socket
+from .constants import (AUTH_PLUGIN_MUNGE, HASH_PLUGIN_NONE, MUNGE_TIMEOUT, NO_VAL, PROTOCOL_22_05,
+                        PROTOCOL_25_11, PROTOCOL_VERSIONS, REQUEST_NETWORK_CALLERID,
+                        RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC, RpcError)
+
+
+class CallerConn(object):
+    """callerid_conn_t: the ssh connection, seen from sshd. src = the ssh
+    client (remote end), dst = sshd (local end). Addresses are 16 bytes in
+    network order, IPv4 in the first four."""
+
+    def __init__(self, ip_src, port_src, ip_dst, port_dst, af):
+        self.ip_src = ip_src
+        self.port_src = port_src
+        self.ip_dst = ip_dst
+        self.port_dst = port_dst
+        self.af = af
+
+    @property
+    def src_text(self):
+        if self.af == socket.AF_INET:
+            return socket.inet_ntop(socket.AF_INET, self.ip_src[:4])
+        return socket.inet_ntop(socket.AF_INET6, self.ip_src)
+
+    def __repr__(self):
+        return "CallerConn(%s:%d)" % (self.src_text, self.port_src)
+
+
+def _hex_addr(text):
+    """/proc/net/tcp address: each 32-bit word in host order, as hex."""
+    raw = bytes.fromhex(text)
+    words = [raw[i:i + 4] for i in range(0, len(raw), 4)]
+    out = b"".join(struct.pack("=I", struct.unpack(">I", w)[0]) for w in words)
+    return out.ljust(16, b"\0")
+
+
+def parse_proc_net_tcp(text):
+    """{inode: (local_addr16, local_port, remote_addr16, remote_port)}."""
+    table = {}
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            local, remote, inode = fields[1], fields[2], int(fields[9])
+            laddr, lport = local.split(":")
+            raddr, rport = remote.split(":")
+            table[inode] = (_hex_addr(laddr), int(lport, 16), _hex_addr(raddr), int(rport, 16))
+        except ValueError:
+            continue
+    return table
+
+
+def own_netinfo(pid="self", proc="/proc"):
+    """callerid_get_own_netinfo(): the first socket fd of pid (in directory
+    order) that is a TCP connection in /proc/net/tcp, then tcp6."""
+    fd_dir = os.path.join(proc, str(pid), "fd")
+    inodes = []
+    for name in os.listdir(fd_dir):
+        if name.startswith("."):
+            continue
+        try:
+            st = os.stat(os.path.join(fd_dir, name))
+        except OSError:
+            continue
+        if (st.st_mode & 0o170000) == 0o140000:
+            inodes.append(st.st_ino)
+    if not inodes:
+        return None
+    tables = []
+    for fname, af in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+        try:
+            with open(os.path.join(proc, str(pid), "net", fname)) as handle:
+                tables.append((parse_proc_net_tcp(handle.read()), af))
+        except (IOError, OSError):
+            continue
+    for inode in inodes:
+        for table, af in tables:
+            if inode in table:
+                laddr, lport, raddr, rport = table[inode]
+                return CallerConn(raddr, rport, laddr, lport, af)
+    return None
+
+
+def _pack16(value):
+    return struct.pack(">H", value)
+
+
+def _pack32(value):
+    return struct.pack(">I", value & 0xFFFFFFFF)
+
+
+def _packmem(data):
+    return _pack32(len(data)) + data
+
+
+def pack_callerid_body(conn):
+    """_pack_network_callerid_msg (identical 20.11 ... 26.05): 52 bytes."""
+    return (_packmem(conn.ip_src[:16].ljust(16, b"\0")) + _packmem(conn.ip_dst[:16].ljust(16, b"\0"))
+            + _pack32(conn.port_src) + _pack32(conn.port_dst) + _pack32(conn.af))
+
+
+def pack_header(version, msg_type, body_length, flags=0):
+    """pack_header() for 22.05+ without forwarding: 16 bytes."""
+    return (_pack16(version) + _pack16(flags) + _pack16(msg_type) + _pack32(body_length)
+            + _pack16(0) + _pack16(0) + _pack16(0))
+
+
+def pack_callerid_request(version, credential, conn):
+    """A whole REQUEST_NETWORK_CALLERID message with its length prefix."""
+    body = pack_callerid_body(conn)
+    auth = _pack32(AUTH_PLUGIN_MUNGE) + _packmem(credential + b"\0")
+    msg = pack_header(version, REQUEST_NETWORK_CALLERID, len(body)) + auth + body
+    return _pack32(len(msg)) + msg
+
+
+class _Reader(object):
+    def __init__(self, data):
+        self.data = data
+        self.pos = 0
+
+    def take(self, size):
+        if self.pos + size > len(self.data):
+            raise RpcError("truncated reply (wanted %d bytes at offset %d of %d)"
+                           % (size, self.pos, len(self.data)))
+        chunk = self.data[self.pos:self.pos + size]
+        self.pos += size
+        return chunk
+
+    def u16(self):
+        return struct.unpack(">H", self.take(2))[0]
+
+    def u32(self):
+        return struct.unpack(">I", self.take(4))[0]
+
+    def u64(self):
+        return struct.unpack(">Q", self.take(8))[0]
+
+    def mem(self):
+        size = self.u32()
+        if size > len(self.data):
+            raise RpcError("implausible field length %d" % size)
+        return self.take(size)
+
+    def string(self):
+        raw = self.mem()
+        return raw.split(b"\0", 1)[0].decode("utf-8", "replace") if raw else None
+
+
+def _skip_header_rest(reader, version, flags):
+    forward_cnt = reader.u16()
+    if forward_cnt:
+        reader.string()
+        reader.u32()
+        reader.u16()
+        if version >= PROTOCOL_VERSIONS["23.11"] and flags & 0x0004:
+            reader.string()
+        if version >= PROTOCOL_VERSIONS["24.11"]:
+            reader.u16()
+    if reader.u16():
+        raise RpcError("reply carries a ret_list, which a callerid reply never has")
+    family = reader.u16()
+    if family == socket.AF_INET:
+        reader.take(6)
+    elif family == socket.AF_INET6:
+        reader.take(16 + 2)
+
+
+def unpack_callerid_response(message):
+    """Parse a reply (without the length prefix). Returns (job_id, node_name)
+    with job_id NO_VAL when the remote slurmd cannot tell."""
+    reader = _Reader(message)
+    version = reader.u16()
+    if version < PROTOCOL_22_05:
+        raise RpcError("reply has unsupported protocol version 0x%04x" % version)
+    flags = reader.u16()
+    msg_type = reader.u16()
+    body_length = reader.u32()
+    _skip_header_rest(reader, version, flags)
+    plugin = reader.u32()
+    if plugin != AUTH_PLUGIN_MUNGE:
+        raise RpcError("reply has auth plugin %d, not munge" % plugin)
+    reader.mem()                     # the reply's credential; not needed
+    body = _Reader(reader.take(body_length))
+    if msg_type == RESPONSE_NETWORK_CALLERID:
+        if version >= PROTOCOL_25_11:
+            body.u64()               # sluid
+            job_id = body.u32()
+            body.u32()               # step id
+            body.u32()               # het component
+        else:
+            job_id = body.u32()
+        body.u32()                   # return code (never set by slurmd)
+        return job_id, body.string()
+    if msg_type == RESPONSE_SLURM_RC:
+        rc = body.u32()
+        if rc:
+            raise RpcError("remote slurmd answered with error %d" % rc)
+        # The C client returns success here without a job id (it then uses
+        # an uninitialised value); "unknown" is the only correct reading.
+        return NO_VAL, None
+    raise RpcError("unexpected reply message type %d" % msg_type)
+
+
+def munge_encode(payload, socket_path, timeout):
+    """A munge credential over payload, through libmunge, time-bounded."""
+    import ctypes
+    import threading
+    if socket_path:
+        probe_path = socket_path
+    else:
+        probe_path = "/run/munge/munge.socket.2"
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(probe_path)
+    except (OSError, socket.error) as exc:
+        raise RpcError("munged is not reachable at %s: %s" % (probe_path, exc))
+    finally:
+        probe.close()
+    try:
+        lib = ctypes.CDLL("libmunge.so.2")
+    except OSError as exc:
+        raise RpcError("cannot load libmunge.so.2: %s" % exc)
+    lib.munge_encode.restype = ctypes.c_int
+    lib.munge_encode.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p,
+                                 ctypes.c_char_p, ctypes.c_int]
+    lib.munge_ctx_create.restype = ctypes.c_void_p
+    lib.munge_ctx_destroy.argtypes = [ctypes.c_void_p]
+    lib.munge_strerror.restype = ctypes.c_char_p
+    result = {}
+
+    def work():
+        ctx = None
+        if socket_path:
+            ctx = lib.munge_ctx_create()
+            lib.munge_ctx_set(ctypes.c_void_p(ctx), ctypes.c_int(8),     # MUNGE_OPT_SOCKET
+                              ctypes.c_char_p(socket_path.encode()))
+        cred = ctypes.c_char_p()
+        err = lib.munge_encode(ctypes.byref(cred), ctx, payload, len(payload))
+        if ctx:
+            lib.munge_ctx_destroy(ctx)
+        if err != 0:
+            result["error"] = (lib.munge_strerror(err) or b"?").decode()
+        else:
+            result["cred"] = cred.value
+            libc = ctypes.CDLL(None)
+            libc.free(cred)
+
+    worker = threading.Thread(target=work, name="munge_encode")
+    worker.daemon = True
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise RpcError("munge_encode did not return within %.1fs" % timeout)
+    if "error" in result:
+        raise RpcError("munge_encode failed: %s" % result["error"])
+    return result["cred"]
+
+
+def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
+    """Ask the slurmd at the ssh client's address which job owns the
+    connection. Returns (job_id or NO_VAL, remote node name)."""
+    credential = munge_encode(struct.pack(">BH", HASH_PLUGIN_NONE, REQUEST_NETWORK_CALLERID),
+                              munge_socket, min(MUNGE_TIMEOUT, max(deadline.remaining(), 0.1)))
+    request = pack_callerid_request(version, credential, conn)
+    if conn.af == socket.AF_INET6:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        address = (socket.inet_ntop(socket.AF_INET6, conn.ip_src), port, 0, 0)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        address = (socket.inet_ntop(socket.AF_INET, conn.ip_src[:4]), port)
+    try:
+        sock.settimeout(max(0.1, min(timeout, deadline.remaining())))
+        sock.connect(address)
+        sock.sendall(request)
+        size = struct.unpack(">I", _recv_all(sock, 4))[0]
+        if size > 1 << 20:
+            raise RpcError("implausible reply length %d" % size)
+        return unpack_callerid_response(_recv_all(sock, size))
+    except socket.timeout:
+        raise RpcError("no answer from slurmd at %s port %d within %.1fs"
+                       % (address[0], port, timeout))
+    except (OSError, socket.error) as exc:
+        raise RpcError("slurmd at %s port %d: %s" % (address[0], port, exc))
+    finally:
+        sock.close()
+
+
+def _recv_all(sock, size):
+    chunks, got = [], 0
+    while got < size:
+        chunk = sock.recv(size - got)
+        if not chunk:
+            raise RpcError("connection closed after %d of %d bytes" % (got, size))
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,214 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) hpc.slurm_adopt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Entry points: pam_python, pam_exec and the explain command."""
+
+import os
+import sys
+
+from .sockets import socket
+from .callerid import CallerConn, own_netinfo
+from .constants import (LOG_LEVEL_DEBUG5, LOG_LEVEL_END, LOG_LEVEL_NAMES, PAM_IGNORE, PAM_RC_NAMES,
+                        PAM_SUCCESS)
+from .flow import Adopter, PamContext, report_option_problems, run_safely
+from .log import Log
+from .options import parse_options
+
+
+# ---------------------------------------------------------------------------
+# pam_python entry point
+# ---------------------------------------------------------------------------
+
+class PamPythonContext(PamContext):
+    can_setns = True
+
+    def __init__(self, pamh):
+        self.pamh = pamh
+        self.pid = os.getpid()
+        self.service = _pam_item(pamh, "service")
+        self.user = _pam_item(pamh, "user")
+
+    def send_user_msg(self, text):
+        try:
+            self.pamh.conversation(self.pamh.Message(self.pamh.PAM_ERROR_MSG, text))
+        except Exception:      # pylint: disable=broad-except
+            pass
+
+    def putenv(self, name, value):
+        self.pamh.env[name] = value
+
+    def netinfo(self):
+        return own_netinfo("self")
+
+
+def _pam_item(pamh, name):
+    try:
+        return getattr(pamh, name)
+    except Exception:          # pylint: disable=broad-except
+        return None
+
+
+def pam_sm_acct_mgmt(pamh, flags, argv):
+    """pam_python's account hook."""
+    try:
+        opts = parse_options(list(argv[1:]))
+        ctx = PamPythonContext(pamh)
+        log = Log(opts.log_level)
+        try:
+            report_option_problems(opts, log, ctx.service)
+            return run_safely(Adopter(opts, ctx, log))
+        finally:
+            log.close()
+    except Exception:          # pylint: disable=broad-except
+        return PAM_IGNORE
+
+
+# ---------------------------------------------------------------------------
+# pam_exec mode
+# ---------------------------------------------------------------------------
+
+class PamExecContext(PamContext):
+    """pam_exec runs us as a child of sshd: adopt the parent; PAM items come
+    as environment variables; messages go to stdout (pam_exec's `stdout`
+    option shows them to the user); pam_putenv and setns are impossible."""
+
+    can_setns = False
+
+    def __init__(self, environ):
+        self.pid = os.getppid()
+        self.service = environ.get("PAM_SERVICE")
+        self.user = environ.get("PAM_USER")
+        self.messages = []
+
+    def send_user_msg(self, text):
+        self.messages.append(text)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def putenv(self, name, value):
+        pass
+
+    def netinfo(self):
+        return own_netinfo(self.pid)
+
+
+def pam_exec_main(args, environ):
+    """Exit status for pam_exec: 0 (PAM_SUCCESS) for success and for
+    PAM_IGNORE, which pam_exec cannot express; 1 (pam_exec turns any
+    non-zero status into PAM_SYSTEM_ERR) for every denial."""
+    try:
+        if environ.get("PAM_TYPE", "account") != "account":
+            return 0
+        opts = parse_options(args)
+        ctx = PamExecContext(environ)
+        opts.join_container = opts.join_container and ctx.can_setns
+        log = Log(opts.log_level)
+        try:
+            report_option_problems(opts, log, ctx.service)
+            rc = run_safely(Adopter(opts, ctx, log, environ=environ))
+        finally:
+            log.close()
+        return 0 if rc in (PAM_SUCCESS, PAM_IGNORE) else 1
+    except Exception:          # pylint: disable=broad-except
+        return 0
+
+
+# ---------------------------------------------------------------------------
+# explain: the administrator's view
+# ---------------------------------------------------------------------------
+
+class ExplainContext(PamContext):
+    can_setns = False
+
+    def __init__(self, user, service, conn, out):
+        self.user = user
+        self.service = service
+        self.pid = os.getpid()
+        self._conn = conn
+        self.out = out
+        self.messages = []
+
+    def send_user_msg(self, text):
+        self.messages.append(text)
+        self.out("  -> the user would see: %s" % text)
+
+    def putenv(self, name, value):
+        self.out("  -> PAM environment: %s=%s" % (name, value))
+
+    def netinfo(self):
+        return self._conn
+
+
+def _explain_conn(rhost, rport, lhost, lport):
+    if not rhost:
+        return None
+    af = socket.AF_INET6 if ":" in rhost else socket.AF_INET
+    if not lhost:
+        probe = socket.socket(af, socket.SOCK_DGRAM)
+        try:
+            probe.connect((rhost, 9))      # selects a route; sends nothing
+            lhost = probe.getsockname()[0]
+        finally:
+            probe.close()
+
+    def addr16(text):
+        return socket.inet_pton(af, text).ljust(16, b"\0")
+    return CallerConn(addr16(rhost), int(rport or 0), addr16(lhost), int(lport), af)
+
+
+def explain_main(args, out=None):
+    import argparse
+    out = out or (lambda text: sys.stdout.write(text + "\n"))
+    parser = argparse.ArgumentParser(
+        prog="pam_slurm_adopt.py explain",
+        description="Show what pam_slurm_adopt would decide for USER on this node, "
+                    "step by step, without adopting anything.")
+    parser.add_argument("user")
+    parser.add_argument("--rhost", help="address of the ssh client (for the callerid RPC)")
+    parser.add_argument("--rport", type=int, default=0, help="port of the ssh client")
+    parser.add_argument("--lhost", help="sshd's address (default: the route to --rhost)")
+    parser.add_argument("--lport", type=int, default=22, help="sshd's port (default 22)")
+    parser.add_argument("--service", default="sshd", help="PAM service name (default sshd)")
+    parser.add_argument("options", nargs="*", help="module options, e.g. action_unknown=deny")
+    ns = parser.parse_args(args)
+    opts = parse_options(ns.options)
+
+    def echo(level, msg):
+        out("  [%s] %s" % (LOG_LEVEL_NAMES[level] if level < LOG_LEVEL_END else level, msg))
+
+    log = Log(LOG_LEVEL_DEBUG5, to_syslog=False, echo=echo)
+    out("pam_slurm_adopt explain: user=%s service=%s" % (ns.user, ns.service))
+    out("options: %s" % " ".join("%s=%s" % kv for kv in sorted(opts.as_dict().items())))
+    for _option, text in opts.problems:
+        out("  [option] %s" % text)
+    try:
+        conn = _explain_conn(ns.rhost, ns.rport, ns.lhost, ns.lport)
+    except (OSError, ValueError) as exc:
+        out("bad --rhost/--lhost: %s" % exc)
+        return 2
+    ctx = ExplainContext(ns.user, ns.service, conn, out)
+    adopter = Adopter(opts, ctx, log, dry_run=True)
+    rc = run_safely(adopter)
+    decision = PAM_RC_NAMES.get(rc, str(rc))
+    if adopter.adopted_job is not None:
+        detail = "adopt into job %u" % adopter.adopted_job
+    elif rc == PAM_SUCCESS:
+        detail = "allow without adoption"
+    elif rc == PAM_IGNORE:
+        detail = "no decision; the rest of the PAM stack decides"
+    else:
+        detail = "deny"
+    out("decision: %s (%s)" % (decision, detail))
+    return 0 if rc in (PAM_SUCCESS, PAM_IGNORE) else 1
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "explain":
+        return explain_main(argv[1:])
+    if argv and argv[0] == "pam-exec":
+        return pam_exec_main(argv[1:], os.environ)
+    sys.stderr.write("usage: pam_slurm_adopt.py explain USER [--rhost ADDR --rport PORT] "
+                     "[options]\n       pam_slurm_adopt.py pam-exec [options]   "
+                     "(from pam_exec.so)\n")
+    return 2

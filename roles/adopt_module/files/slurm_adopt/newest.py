@@ -1,0 +1,95 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) hpc.slurm_adopt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The "newest" job, by the rule of the running Slurm version."""
+
+import os
+
+from .constants import PROTOCOL_26_05, AdoptError
+
+
+def cgroup_version(conf, cgroup_root=None):
+    """_check_cg_version(): CgroupPlugin, or autodetect from the mounts."""
+    plugin = conf.cgroup.get("cgroupplugin") or "autodetect"
+    if plugin == "autodetect":
+        root = cgroup_root or conf.cgroup_mountpoint
+        fstype = _fs_type(root)
+        if fstype == "cgroup2":
+            return 2
+        if fstype == "tmpfs":
+            systemd_type = _fs_type(os.path.join(root, "systemd"))
+            if systemd_type == "cgroup2":
+                return 2
+            if systemd_type == "cgroup":
+                return 1
+        return 0
+    if plugin == "cgroup/v1":
+        return 1
+    if plugin == "cgroup/v2":
+        return 2
+    return 0
+
+
+def _fs_type(path):
+    """File system type of the mount at path, from /proc/self/mounts."""
+    try:
+        with open("/proc/self/mounts") as handle:
+            mounts = handle.read().splitlines()
+    except (IOError, OSError):
+        return None
+    found = None
+    for line in mounts:
+        fields = line.split()
+        if len(fields) >= 3 and fields[1] == path.rstrip("/"):
+            found = fields[2]
+    return found
+
+
+def v1_job_cgroup_dirs(conf, uid, job_id, opt_nodename, nodename):
+    """Directories whose mtime orders the jobs under cgroup/v1.
+
+    The C module stats <mnt>/<ctl>/slurm[_<nodename=>]/uid_<uid>/job_<id>,
+    which on builds with --enable-multiple-slurmd (Debian's) is
+    slurm_<NodeName> even when nodename= is not given; we try the C module's
+    path first, then that one."""
+    if conf.cgroup_flag("ConstrainRAMSpace") or conf.cgroup_flag("ConstrainSwapSpace"):
+        controller = "memory"
+    elif conf.cgroup_flag("ConstrainCores"):
+        controller = "cpuset"
+    elif conf.cgroup_flag("ConstrainDevices"):
+        controller = "devices"
+    else:
+        controller = "freezer"
+    base = os.path.join(conf.cgroup_mountpoint, controller)
+    roots = ["slurm_%s" % opt_nodename] if opt_nodename else ["slurm", "slurm_%s" % nodename]
+    return [os.path.join(base, root, "uid_%u" % uid, "job_%u" % job_id) for root in roots]
+
+
+def pick_newest(steps, conf, uid, opts, nodename, version, log):
+    """The user's "newest" job, as the C module of that Slurm version picks:
+    26.05: socket ctime, then the highest job id; up to 25.11: cgroup/v2 the
+    highest job id, cgroup/v1 the job cgroup's mtime (ties: the last one)."""
+    if not steps:
+        return None
+    if version >= PROTOCOL_26_05:
+        return sorted(steps, key=lambda s: (s.ctime, s.job_id), reverse=True)[0]
+    cg_ver = cgroup_version(conf)
+    log.debug("Detected cgroup version %d" % cg_ver)
+    if cg_ver == 2:
+        return max(steps, key=lambda s: s.job_id)
+    if cg_ver != 1:
+        raise AdoptError("cgroup version cannot be determined")
+    best, best_time = None, 0
+    for step in steps:
+        mtime = 0
+        for path in v1_job_cgroup_dirs(conf, uid, step.job_id, opts.node_name, nodename):
+            try:
+                mtime = int(os.stat(path).st_mtime)
+                break
+            except OSError:
+                continue
+        else:
+            log.info("Couldn't stat path '%s'" % path)
+        if mtime >= best_time:
+            best, best_time = step, mtime
+    return best
