@@ -1,0 +1,161 @@
+"""Finding the ssh connection and the REQUEST_NETWORK_CALLERID wire format."""
+
+import socket
+import struct
+import threading
+
+import pytest
+
+from slurm_adopt import callerid
+from slurm_adopt import constants as C
+from slurm_adopt.callerid import (CallerConn, own_netinfo, pack_callerid_request,
+                                  parse_proc_net_tcp, unpack_callerid_response)
+from slurm_adopt.stepd import Deadline
+
+
+def v4(text):
+    return socket.inet_aton(text) + b"\0" * 12
+
+
+def test_request_bytes_match_the_reference_example():
+    """slurm-internals.md 3.3: IPv4 10.0.0.5:40000 -> 10.0.0.9:22, protocol 22.05."""
+    cred = b"MUNGE:abc:"
+    conn = CallerConn(v4("10.0.0.5"), 40000, v4("10.0.0.9"), 22, socket.AF_INET)
+    msg = pack_callerid_request(0x2600, cred, conn)
+    length = 16 + (4 + 4 + len(cred) + 1) + 52
+    assert msg[:4] == struct.pack(">I", length)
+    assert msg[4:20] == bytes.fromhex("2600 0000 13AB 00000034 0000 0000 0000".replace(" ", ""))
+    assert msg[20:24] == bytes.fromhex("00000065")
+    assert msg[24:28] == struct.pack(">I", len(cred) + 1) and msg[28:28 + len(cred) + 1] == cred + b"\0"
+    body = msg[28 + len(cred) + 1:]
+    assert body == (bytes.fromhex("000000100A000005") + b"\0" * 12
+                    + bytes.fromhex("000000100A000009") + b"\0" * 12
+                    + bytes.fromhex("00009C40 00000016 00000002".replace(" ", "")))
+    assert len(body) == 52
+
+
+def response(version, msg_type, body, family=0):
+    header = struct.pack(">HHHIHH", version, 0, msg_type, len(body), 0, 0) + struct.pack(">H", family)
+    if family == socket.AF_INET:
+        header += struct.pack(">IH", 0x7F000001, 6818)
+    cred = b"MUNGE:reply:\0"
+    return header + struct.pack(">I", 101) + struct.pack(">I", len(cred)) + cred + body
+
+
+def packstr(text):
+    raw = text.encode() + b"\0"
+    return struct.pack(">I", len(raw)) + raw
+
+
+@pytest.mark.parametrize("version", [0x2600, 0x2A00, 0x2B00])
+def test_response_before_25_11(version):
+    body = struct.pack(">II", 4242, 0) + packstr("node9")
+    assert unpack_callerid_response(response(version, 5036, body)) == (4242, "node9")
+
+
+@pytest.mark.parametrize("version", [0x2C00, 0x2D00])
+def test_response_from_25_11_carries_a_step_id(version):
+    body = struct.pack(">QIII", 0xABCDEF, 777, C.SLURM_EXTERN_CONT, C.NO_VAL) + struct.pack(">I", 0)
+    body += packstr("node3")
+    assert unpack_callerid_response(response(version, 5036, body, socket.AF_INET)) == (777, "node3")
+
+
+def test_response_job_unknown():
+    body = struct.pack(">II", C.NO_VAL, 0) + packstr("n")
+    assert unpack_callerid_response(response(0x2600, 5036, body))[0] == C.NO_VAL
+
+
+def test_slurm_rc_zero_means_unknown_not_success_with_garbage():
+    assert unpack_callerid_response(response(0x2600, 8001, struct.pack(">I", 0))) == (C.NO_VAL, None)
+
+
+def test_slurm_rc_error_and_bad_replies():
+    with pytest.raises(C.RpcError):
+        unpack_callerid_response(response(0x2600, 8001, struct.pack(">I", 2017)))
+    with pytest.raises(C.RpcError):
+        unpack_callerid_response(response(0x2600, 1234, b""))
+    with pytest.raises(C.RpcError):
+        unpack_callerid_response(response(0x2600, 5036, b"\0\0")[:-1])
+
+
+def test_parse_proc_net_tcp_v4_and_v6():
+    text = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+            "   0: 0100007F:0016 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 5555 1\n")
+    table = parse_proc_net_tcp(text)
+    laddr, lport, raddr, rport = table[5555]
+    assert laddr[:4] == socket.inet_aton("127.0.0.1") and lport == 22 and rport == 0xD431
+    text6 = ("  sl  local_address                         remote_address    ...\n"
+             "   0: 00000000000000000000000001000000:0016 00000000000000000000000001000000:A000 01 "
+             "00000000:00000000 00:00000000 00000000 0 0 7777 1\n")
+    laddr, lport, _raddr, _rport = parse_proc_net_tcp(text6)[7777]
+    assert laddr == socket.inet_pton(socket.AF_INET6, "::1") and lport == 22
+
+
+@pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])
+def test_own_netinfo_finds_this_processes_tcp_connection(family, host):
+    server = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        server.bind((host, 0))
+    except OSError:
+        pytest.skip("no %s loopback on this machine" % host)
+    server.listen(1)
+    client = socket.create_connection((host, server.getsockname()[1]))
+    accepted, _ = server.accept()
+    server.close()            # only the two connected sockets remain as TCP sockets
+    try:
+        conn = own_netinfo("self")
+        assert conn is not None and conn.af == family
+        ends = {(conn.src_text, conn.port_src), (host, conn.port_dst)}
+        assert (host, client.getsockname()[1]) in ends or (host, accepted.getsockname()[1]) in ends
+    finally:
+        client.close()
+        accepted.close()
+
+
+def test_rpc_round_trip_against_a_fake_slurmd(monkeypatch):
+    """Framing on a real TCP socket: length prefix, header, munge auth, body."""
+    monkeypatch.setattr(callerid, "munge_encode", lambda payload, sock, timeout: b"MUNGE:fake:")
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    seen = {}
+
+    def serve():
+        conn, _ = server.accept()
+        size = struct.unpack(">I", conn.recv(4))[0]
+        data = b""
+        while len(data) < size:
+            data += conn.recv(size - len(data))
+        seen["header"] = struct.unpack(">HHHI", data[:10])
+        body = struct.pack(">II", 31337, 0) + packstr("remote1")
+        reply = response(0x2600, 5036, body)
+        conn.sendall(struct.pack(">I", len(reply)) + reply)
+        conn.close()
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    result = callerid.callerid_rpc(conn, server.getsockname()[1], 0x2600, None, 2, Deadline(5))
+    thread.join(2)
+    server.close()
+    assert result == (31337, "remote1")
+    assert seen["header"] == (0x2600, 0, 5035, 52)
+
+
+def test_rpc_to_a_silent_slurmd_is_bounded(monkeypatch):
+    monkeypatch.setattr(callerid, "munge_encode", lambda payload, sock, timeout: b"MUNGE:fake:")
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)          # accepts (kernel backlog) but never answers
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    try:
+        with pytest.raises(C.RpcError) as err:
+            callerid.callerid_rpc(conn, server.getsockname()[1], 0x2600, None, 0.5, Deadline(5))
+        assert "within" in str(err.value)
+    finally:
+        server.close()
+
+
+def test_munge_unreachable_is_an_rpc_error(tmp_path):
+    with pytest.raises(C.RpcError) as err:
+        callerid.munge_encode(b"\x01\x13\xab", str(tmp_path / "no.socket"), 1)
+    assert "munged is not reachable" in str(err.value)

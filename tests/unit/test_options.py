@@ -1,0 +1,92 @@
+"""Option parsing must match the C module's _parse_opts (22.05 ... 26.05)."""
+
+import pytest
+
+from slurm_adopt import constants as C
+from slurm_adopt.options import generic_failure_rc, parse_options
+
+
+def test_defaults_are_the_c_modules():
+    opts = parse_options([])
+    assert (opts.action_no_jobs, opts.action_unknown, opts.action_adopt_failure,
+            opts.action_generic_failure) == ("deny", "newest", "allow", "ignore")
+    assert opts.log_level == C.LOG_LEVEL_INFO
+    assert opts.single_job_skip_rpc and opts.ignore_root and opts.join_container
+    assert not opts.disable_x11
+    assert opts.node_name is None and opts.pam_service is None
+    assert opts.problems == []
+
+
+@pytest.mark.parametrize("arg,attr,value", [
+    ("action_no_jobs=ignore", "action_no_jobs", "ignore"),
+    ("ACTION_NO_JOBS=Ignore", "action_no_jobs", "ignore"),       # names and values: any case
+    ("action_unknown=denyxyz", "action_unknown", "deny"),        # values match by prefix
+    ("action_unknown=allow", "action_unknown", "allow"),
+    ("action_adopt_failure=deny", "action_adopt_failure", "deny"),
+    ("action_generic_failure=deny", "action_generic_failure", "deny"),
+    ("action_generic_failure=allow", "action_generic_failure", "allow"),
+    ("nodename=node07", "node_name", "node07"),
+    ("service=*", "pam_service", "*"),
+    ("disable_x11=1", "disable_x11", True),
+    ("join_container=false", "join_container", False),
+    ("join_container=true", "join_container", True),
+    ("single_job_skip_rpc=0", "single_job_skip_rpc", False),
+    ("ignore_root=0", "ignore_root", False),
+    ("log_level=debug2", "log_level", C.LOG_LEVEL_DEBUG2),
+    ("log_level=QUIET", "log_level", C.LOG_LEVEL_QUIET),
+    ("log_level=5", "log_level", 5),
+    ("log_level=0x4", "log_level", 4),
+])
+def test_each_option(arg, attr, value):
+    opts = parse_options([arg])
+    assert getattr(opts, attr) == value
+    assert opts.problems == []
+
+
+@pytest.mark.parametrize("arg,attr,kept,message", [
+    ("action_no_jobs=allow", "action_no_jobs", "deny",
+     "unrecognized action_no_jobs=allow, setting to 'deny'"),
+    ("action_unknown=maybe", "action_unknown", "newest",
+     "unrecognized action_unknown=maybe, setting to 'newest'"),
+    # The C module says 'allow' here but keeps the current value (ignore).
+    ("action_generic_failure=bogus", "action_generic_failure", "ignore",
+     "unrecognized action_generic_failure=bogus, setting to 'allow'"),
+    ("action_adopt_failure=ignore", "action_adopt_failure", "allow",
+     "unrecognized action_adopt_failure=ignore, setting to 'allow'"),
+    ("disable_x11=yes", "disable_x11", False, "unrecognized disable_x11=yes, setting to '0'"),
+    ("join_container=no", "join_container", True,
+     "unrecognized join_container=no, setting to 'true'"),
+])
+def test_bad_values_keep_the_previous_value_and_are_reported(arg, attr, kept, message):
+    opts = parse_options([arg])
+    assert getattr(opts, attr) == kept
+    assert [text for _, text in opts.problems] == [message]
+
+
+def test_bad_value_keeps_an_earlier_good_one():
+    opts = parse_options(["action_no_jobs=ignore", "action_no_jobs=bogus"])
+    assert opts.action_no_jobs == "ignore"
+
+
+def test_unknown_option_is_reported_and_ignored():
+    opts = parse_options(["frobnicate=1", "action_no_jobs=ignore"])
+    assert opts.action_no_jobs == "ignore"
+    assert opts.problems == [(None, "ignoring unrecognized option 'frobnicate=1'")]
+
+
+@pytest.mark.parametrize("value,level,problem", [
+    ("verbose", C.LOG_LEVEL_VERBOSE, None),
+    ("12", C.LOG_LEVEL_DEBUG5, "log level 12 too high, lowering to max"),
+    ("loud", C.LOG_LEVEL_DEBUG5, "unrecognized log level loud, setting to max"),
+    ("-1", C.LOG_LEVEL_DEBUG5, "log level 4294967295 too high, lowering to max"),
+])
+def test_log_level_edges(value, level, problem):
+    opts = parse_options(["log_level=" + value])
+    assert opts.log_level == level
+    assert [t for _, t in opts.problems] == ([problem] if problem else [])
+
+
+@pytest.mark.parametrize("action,rc", [("deny", C.PAM_PERM_DENIED), ("allow", C.PAM_SUCCESS),
+                                       ("ignore", C.PAM_IGNORE)])
+def test_generic_failure_rc(action, rc):
+    assert generic_failure_rc(parse_options(["action_generic_failure=" + action])) == rc

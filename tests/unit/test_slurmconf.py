@@ -1,0 +1,140 @@
+"""slurm.conf reading: lookup order, Include, hostlists, %n/%h, errors."""
+
+
+import pytest
+
+from slurm_adopt import constants as C
+from slurm_adopt import slurmconf
+from slurm_adopt.slurmconf import SlurmConfig, expand_hostlist, find_slurm_conf, guess_nodename
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("expr,names", [
+    ("node1", ["node1"]),
+    ("n[1-3]", ["n1", "n2", "n3"]),
+    ("n[08-10],login", ["n08", "n09", "n10", "login"]),
+    ("r[1-2]n[01-02]", ["r1n01", "r1n02", "r2n01", "r2n02"]),
+    ("gpu[1,3,5-6]", ["gpu1", "gpu3", "gpu5", "gpu6"]),
+])
+def test_expand_hostlist(expr, names):
+    assert expand_hostlist(expr) == names
+
+
+@pytest.mark.parametrize("expr", ["n[1-3", "n[a-b]", "n[5-1]"])
+def test_bad_hostlist_is_a_config_error(expr):
+    with pytest.raises(C.ConfigError):
+        expand_hostlist(expr)
+
+
+def test_keys_are_case_insensitive_comments_and_continuations(tmp_path):
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", (
+        "# a comment\n"
+        "slurmdSPOOLdir=/var/spool/x/%n  # trailing comment\n"
+        "SlurmdPort=7001\n"
+        "NodeName=c[1-2] NodeHostname=host[1-2] \\\n"
+        "   CPUs=4\n"
+        "AuthInfo=socket=/run/m.sock,ttl=60\n"
+        "CommunicationParameters=block_zero_hash\n")))
+    assert conf.slurmd_port == 7001
+    assert conf.spool_dir("c1") == "/var/spool/x/c1"
+    assert conf.nodes == [("c1", "host1"), ("c2", "host2")]
+    assert conf.munge_socket == "/run/m.sock"
+    assert conf.comm_param("block_zero_hash")
+    assert conf.message_timeout == C.DEFAULT_MESSAGE_TIMEOUT
+
+
+def test_include_relative_and_glob_and_last_value_wins(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    write(tmp_path / "conf.d" / "10-nodes.conf", "NodeName=n[1-2]\n")
+    write(tmp_path / "conf.d" / "20-spool.conf", "SlurmdSpoolDir=/spool/%h\n")
+    write(tmp_path / "extra.conf", "SlurmdPort=6999\n")
+    path = write(tmp_path / "slurm.conf",
+                 "SlurmdPort=1\nInclude extra.conf\ninclude conf.d/*.conf\n")
+    conf = SlurmConfig.load(path)
+    assert conf.slurmd_port == 6999
+    assert conf.nodes == [("n1", "n1"), ("n2", "n2")]
+    assert conf.spool_dir("n2") == "/spool/n2"
+    assert len(conf.files) == 4
+
+
+def test_percent_h_is_the_nodes_hostname(tmp_path):
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf",
+                                  "NodeName=a NodeHostname=real-a\nSlurmdSpoolDir=/s/%h/%n\n"))
+    assert conf.spool_dir("a") == "/s/real-a/a"
+
+
+def test_nodename_default_line_is_not_a_node(tmp_path):
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf",
+                                  "NodeName=DEFAULT CPUs=2\nNodeName=x\n"))
+    assert conf.nodes == [("x", "x")]
+
+
+def test_default_spool_dir(tmp_path):
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "NodeName=x\n"))
+    assert conf.spool_dir("x") == "/var/spool/slurmd"
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("NodeName=x\nthis is not a key value line\n", "cannot parse"),
+    ("Include /nonexistent/file.conf\n", "cannot read /nonexistent/file.conf"),
+    ("Include /nonexistent/*.conf\n", "matches no file"),
+    ("SlurmdPort=abc\n", "not a number"),
+    ('AuthInfo="unterminated\n', "unterminated quote"),
+])
+def test_broken_config_raises_a_clear_error(tmp_path, text, fragment):
+    path = write(tmp_path / "slurm.conf", text)
+    with pytest.raises(C.ConfigError) as err:
+        conf = SlurmConfig.load(path)
+        conf.slurmd_port
+    assert fragment in str(err.value)
+
+
+def test_unreadable_config(tmp_path):
+    with pytest.raises(C.ConfigError) as err:
+        SlurmConfig.load(str(tmp_path / "missing.conf"))
+    assert "cannot read" in str(err.value)
+
+
+def test_cgroup_conf_next_to_slurm_conf(tmp_path):
+    write(tmp_path / "cgroup.conf", "CgroupPlugin=cgroup/v1\nConstrainRAMSpace=yes\n"
+                                    "CgroupMountpoint=/cg\n")
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "NodeName=x\n"))
+    assert conf.cgroup["cgroupplugin"] == "cgroup/v1"
+    assert conf.cgroup_flag("ConstrainRAMSpace") and not conf.cgroup_flag("ConstrainCores")
+    assert conf.cgroup_mountpoint == "/cg"
+
+
+def test_lookup_order(tmp_path, monkeypatch):
+    default = tmp_path / "etc.slurm.conf"
+    configless = tmp_path / "run.slurm.conf"
+    monkeypatch.setattr(slurmconf, "DEFAULT_SLURM_CONF", str(default))
+    monkeypatch.setattr(slurmconf, "CONFIGLESS_SLURM_CONF", str(configless))
+    with pytest.raises(C.ConfigError):
+        find_slurm_conf({})
+    configless.write_text("")
+    assert find_slurm_conf({}) == str(configless)
+    default.write_text("")
+    assert find_slurm_conf({}) == str(default)
+    assert find_slurm_conf({"SLURM_CONF": "/elsewhere.conf"}) == "/elsewhere.conf"
+
+
+def test_guess_nodename(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurmconf.socket, "gethostname", lambda: "cn17.cluster.example")
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf",
+                                  "NodeName=node17 NodeHostname=cn17\nNodeName=node1\n"))
+    assert guess_nodename(conf, {}) == "node17"
+    assert guess_nodename(conf, {"SLURMD_NODENAME": "override"}) == "override"
+
+
+def test_guess_nodename_falls_back_to_localhost(tmp_path, monkeypatch):
+    monkeypatch.setattr(slurmconf.socket, "gethostname", lambda: "unknown-host-xyz")
+    monkeypatch.setattr(slurmconf.socket, "getaddrinfo", lambda *a: [])
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf",
+                                  "NodeName=devnode NodeHostname=localhost\n"))
+    assert guess_nodename(conf, {}) == "devnode"
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "NodeName=other\n"))
+    assert guess_nodename(conf, {}) is None
