@@ -1,0 +1,58 @@
+"""Fixtures for the node tests: real Slurm, real sshd, real PAM.
+
+Each test runs against every lab that is up: ``host`` (Debian 12, Slurm
+22.05) and ``trixie`` (a Debian 13 chroot, Slurm 24.11). A lab that is not up
+skips its tests, unless ADOPT_LAB_REQUIRED=1 (set by `make test` and CI),
+which turns a missing lab into a failure: a skipped real-Slurm test is a gap.
+"""
+
+import os
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "lab"))
+
+import labctl  # noqa: E402  pylint: disable=wrong-import-position
+
+LAB_NAMES = [n for n in os.environ.get("ADOPT_LABS", "host,trixie").split(",") if n]
+REQUIRED = os.environ.get("ADOPT_LAB_REQUIRED") == "1"
+
+
+def load_lab(name):
+    try:
+        lab = labctl.Lab.load(name)
+    except labctl.LabError as exc:
+        if REQUIRED:
+            pytest.fail("lab %s is required but not up: %s" % (name, exc))
+        pytest.skip("lab %s is not up: %s" % (name, exc))
+    return lab
+
+
+@pytest.fixture(scope="module", params=LAB_NAMES)
+def lab(request):
+    lab = load_lab(request.param)
+    lab.restore_account_line()
+    yield lab
+    lab.restore_account_line()
+
+
+class Population(object):
+    """Jobs for the scenarios: alice has one, bob two (older, newer), carol none."""
+
+    def __init__(self, lab):
+        self.lab = lab
+        self.alice = lab.submit("alice")
+        self.bob_old = lab.submit("bob")
+        time.sleep(2.2)                    # distinct (1 s) cgroup mtimes and socket ctimes
+        self.bob_new = lab.submit("bob")
+
+
+@pytest.fixture(scope="module")
+def jobs(lab):
+    lab.cancel_all()
+    pop = Population(lab)
+    yield pop
+    lab.cancel_all()
