@@ -14,6 +14,10 @@
 #      $VENV/collections/ansible_collections/ and drops a .pth file so that
 #      ansible (which scans sys.path for ansible_collections/) finds them
 #      without ANSIBLE_COLLECTIONS_PATH.
+#   5. Links $VENV/collections/ansible_collections/<ns>/<name> -> the repo
+#      root, so ansible-lint (offline mode does not install the collection
+#      under test), ansible-playbook hpc.slurm_adopt.<playbook>, molecule and
+#      ansible-doc in this venv resolve hpc.slurm_adopt.* to the work tree.
 #   A stamp ($VENV/.stamp) holds a hash of those inputs and this script;
 #   when it matches, nothing is done.  FORCE=1 rebuilds from scratch.
 set -euo pipefail
@@ -25,6 +29,17 @@ REQ=$ROOT/requirements
 STAMP=$VENV/.stamp
 
 log() { printf 'venv.sh: %s\n' "$*" >&2; }
+
+# <ns>/<name> of this collection -> the work tree (step 5; also run when
+# the venv is otherwise up to date, since it is cheap and galaxy.yml may change).
+link_self() {
+    local ns name
+    ns=$(sed -n 's/^namespace: *//p' "$ROOT/galaxy.yml" | tr -d "\"' ")
+    name=$(sed -n 's/^name: *//p' "$ROOT/galaxy.yml" | tr -d "\"' ")
+    if [ -z "$ns" ] || [ -z "$name" ]; then log "cannot read namespace/name from galaxy.yml"; return 1; fi
+    mkdir -p "$VENV/collections/ansible_collections/$ns"
+    ln -sfn "$ROOT" "$VENV/collections/ansible_collections/$ns/$name"
+}
 # pip, minus the "Location 'file:///...' is ignored" noise that this
 # machine's pip.conf (extra-index-url to absent dirs) adds to every lookup.
 pip() {
@@ -60,6 +75,7 @@ want=$(cat "${BASH_SOURCE[0]}" "$REQ/dev.txt" "$REQ/constraints.txt" \
 want="$want $("$PY" -c 'import sys; print(sys.version.split()[0])')"
 if [ "${FORCE:-0}" != 1 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ] \
         && [ -x "$VENV/bin/ansible-lint" ]; then
+    link_self
     log "up to date"
     echo "$VENV"
     exit 0
@@ -113,6 +129,7 @@ with open(pth, "w") as f:
     f.write(dest + "\n")
 PY
 
+link_self
 echo "$want" > "$STAMP"
 log "done in $((SECONDS - t0))s"
 echo "$VENV"
