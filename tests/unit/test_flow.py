@@ -358,3 +358,12 @@ def test_no_exception_escapes(node):
     rc, _, _, log = node.run("action_generic_failure=deny", ctx=Broken())
     assert rc == C.PAM_PERM_DENIED
     assert any("unexpected error: RuntimeError: boom" in text for _, text in log.lines)
+
+
+def test_munge_failure_is_logged_as_an_error_and_falls_back(node):
+    node.job(110)
+    newest = node.job(111)
+    rc, _, _, log = node.run(rpc=C.MungeError("munged is not reachable at /run/munge/x"))
+    assert rc == C.PAM_SUCCESS and adopted(newest)
+    assert (C.LOG_LEVEL_ERROR, "From 127.0.0.1 port 40000 as nobody: cannot ask the remote "
+            "slurmd: munged is not reachable at /run/munge/x") in log.lines

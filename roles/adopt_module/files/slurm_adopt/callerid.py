@@ -9,7 +9,7 @@ import struct
 from .sockets import socket
 from .constants import (AUTH_PLUGIN_MUNGE, HASH_PLUGIN_NONE, MUNGE_TIMEOUT, NO_VAL, PROTOCOL_22_05,
                         PROTOCOL_25_11, PROTOCOL_VERSIONS, REQUEST_NETWORK_CALLERID,
-                        RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC, RpcError)
+                        RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC, MungeError, RpcError)
 
 
 class CallerConn(object):
@@ -223,13 +223,13 @@ def munge_encode(payload, socket_path, timeout):
     try:
         probe.connect(probe_path)
     except (OSError, socket.error) as exc:
-        raise RpcError("munged is not reachable at %s: %s" % (probe_path, exc))
+        raise MungeError("munged is not reachable at %s: %s" % (probe_path, exc))
     finally:
         probe.close()
     try:
         lib = ctypes.CDLL("libmunge.so.2")
     except OSError as exc:
-        raise RpcError("cannot load libmunge.so.2: %s" % exc)
+        raise MungeError("cannot load libmunge.so.2: %s" % exc)
     lib.munge_encode.restype = ctypes.c_int
     lib.munge_encode.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p,
                                  ctypes.c_char_p, ctypes.c_int]
@@ -260,9 +260,9 @@ def munge_encode(payload, socket_path, timeout):
     worker.start()
     worker.join(timeout)
     if worker.is_alive():
-        raise RpcError("munge_encode did not return within %.1fs" % timeout)
+        raise MungeError("munge_encode did not return within %.1fs" % timeout)
     if "error" in result:
-        raise RpcError("munge_encode failed: %s" % result["error"])
+        raise MungeError("munge_encode failed: %s" % result["error"])
     return result["cred"]
 
 

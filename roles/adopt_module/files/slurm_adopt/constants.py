@@ -116,3 +116,7 @@ class StepdTimeout(StepdError):
 
 class RpcError(AdoptError):
     """The callerid RPC failed."""
+
+
+class MungeError(RpcError):
+    """No munge credential: a local problem that every multi-job login meets."""

@@ -11,7 +11,7 @@ from .constants import (MSG_ADOPT_FAILED_26_05, MSG_ADOPT_FAILED_LEGACY, MSG_NO_
                         MSG_NO_STEP_LIST, MSG_UNKNOWN_SOURCE, NO_VAL, PAM_BAD_ITEM, PAM_IGNORE,
                         PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, PROTOCOL_22_05,
                         PROTOCOL_26_05, RPC_TIMEOUT_CAP, SLURM_EXTERN_CONT, TOTAL_BUDGET,
-                        AdoptError, ConfigError, RpcError, StepdError, StepdTimeout)
+                        AdoptError, ConfigError, MungeError, RpcError, StepdError, StepdTimeout)
 from .newest import pick_newest
 from .options import ACTION_ALLOW, ACTION_DENY, generic_failure_rc
 from .slurmconf import SlurmConfig, find_slurm_conf, guess_nodename
@@ -305,6 +305,10 @@ class Adopter(object):
         try:
             job_id, _remote = callerid_rpc(conn, self.conf.slurmd_port, version,
                                           self.conf.munge_socket, timeout, self.deadline)
+        except MungeError as exc:
+            log.error("From %s port %d as %s: cannot ask the remote slurmd: %s"
+                      % (src, conn.port_src, pw.pw_name, exc))
+            job_id = NO_VAL
         except (RpcError, StepdTimeout) as exc:
             log.debug("From %s port %d as %s: unable to retrieve callerid data from remote "
                       "slurmd (%s)" % (src, conn.port_src, pw.pw_name, exc))
