@@ -225,6 +225,13 @@ step_build() {
     for f in MANIFEST.json FILES.json; do
         [ -f "$inst/$f" ] || { echo "FAIL: installed tree lacks $f"; rc=1; }
     done
+    # galaxy.yml `readme:` must ship (ansible-galaxy build does not check it;
+    # Galaxy/Automation Hub reject an upload without it).
+    local readme
+    readme=$(python3 -c 'import yaml; print(yaml.safe_load(open("galaxy.yml")).get("readme") or "")')
+    if [ -n "$readme" ] && [ ! -f "$inst/$readme" ]; then
+        echo "FAIL: galaxy.yml readme '$readme' is not in the built collection"; rc=1
+    fi
     local pam=roles/adopt_module/files/pam_slurm_adopt.py
     if [ -f "$COLL/$pam" ]; then
         cmp -s "$COLL/$pam" "$inst/$pam" || { echo "FAIL: installed tree lacks an identical $pam"; rc=1; }
