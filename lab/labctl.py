@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import re
@@ -59,6 +60,8 @@ ACTIVE_STATES = {
     "RESIZING", "SIGNALING", "STAGE_OUT", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
     "RESV_DEL_HOLD", "SPECIAL_EXIT", "UPDATE_DB", "POWER_UP_NODE",
 }
+
+_LOCKS: dict[str, list] = {}  # lock path -> [fd, depth] (re-entrant per process)
 
 _CG_BEGIN = "@@LABCG-BEGIN@@"
 _CG_END = "@@LABCG-END@@"
@@ -266,6 +269,46 @@ class Lab:
     def __repr__(self) -> str:
         return f"<Lab {self.name} slurm {self.slurm_version} root={self.root}>"
 
+    # ---------------------------------------------------------------- exclusive use
+    @contextlib.contextmanager
+    def lock(self, timeout: float = 900) -> Iterator[None]:
+        """Hold the lab exclusively (advisory flock on <state_dir>/<name>.lock).
+
+        Test sessions that submit/cancel jobs or edit PAM files should hold
+        it, so that two concurrent runs do not cancel each other's jobs.
+        Re-entrant within one process; waits at most ``timeout`` seconds.
+        """
+        path = os.path.join(os.path.dirname(self.path or os.path.join(STATE_DIR, "x")),
+                            f"{self.name}.lock")
+        held = _LOCKS.get(path)
+        if held:
+            held[1] += 1
+            try:
+                yield
+            finally:
+                held[1] -= 1
+            return
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LabTimeout(f"lab {self.name} is locked by another user of it "
+                                         f"({path}) for more than {timeout}s") from None
+                    time.sleep(0.5)
+            _LOCKS[path] = [fd, 1]
+            try:
+                yield
+            finally:
+                del _LOCKS[path]
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+
     # ---------------------------------------------------------------- paths / users
     def host_path(self, path: str) -> str:
         """Host path of a path inside the lab's root."""
@@ -396,11 +439,18 @@ class Lab:
             raise LabTimeout(f"{e}\n{detail}") from None
         return jobid
 
-    def cancel(self, jobid: int, *, wait: bool = True, timeout: float = 30) -> None:
-        """scancel a job; with wait, until it is gone and its extern socket is removed."""
-        self.slurm("scancel", str(jobid), check=False)
+    def jobs_of(self, user: str) -> list[int]:
+        """Ids of user's active jobs, oldest first."""
+        return [j["id"] for j in self.jobs(user)]
+
+    def cancel(self, jobid: int | Iterable[int], *, wait: bool = True, timeout: float = 30) -> None:
+        """scancel one job (or several); with wait, until gone and extern sockets removed."""
+        ids = [int(jobid)] if isinstance(jobid, (int, str)) else [int(j) for j in jobid]
+        if not ids:
+            return
+        self.slurm("scancel", *map(str, ids), check=False)
         if wait:
-            self._wait_jobs_gone([jobid], timeout)
+            self._wait_jobs_gone(ids, timeout)
 
     def cancel_all(self, *, timeout: float = 30) -> None:
         """Cancel every job in the lab and wait until none is left."""

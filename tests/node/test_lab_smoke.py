@@ -1,8 +1,9 @@
 """Smoke tests of the real single-node lab (lab/host/up.sh), using only the
 plain sshd and SchedMD's C pam_slurm_adopt (the oracle).
 
-They skip only when the lab's state file is missing (lab not brought up);
-a lab that has a state file but is unhealthy is a failure, not a skip.
+They skip only when the lab's state file is missing (lab not brought up),
+and fail instead of skipping when ADOPT_LAB_REQUIRED=1 (CI must set it).
+A lab that has a state file but is unhealthy is a failure, not a skip.
 Select another lab with SLURM_ADOPT_LAB=<name> (default: host).
 """
 
@@ -33,9 +34,12 @@ def lab() -> Lab:
     try:
         lab = Lab.load(LAB_NAME)
     except labctl.LabNotUp as e:
+        if os.environ.get("ADOPT_LAB_REQUIRED") == "1":
+            pytest.fail(f"ADOPT_LAB_REQUIRED=1 but {e}")
         pytest.skip(str(e))
     lab.ensure_up()
-    return lab
+    with lab.lock():  # keep concurrent test runs from cancelling our jobs
+        yield lab
 
 
 @pytest.fixture(autouse=True)
