@@ -49,7 +49,7 @@ class FakeStepd(object):
     def _serve(self):
         while not self._stop.is_set():
             try:
-                conn, _ = self._sock.accept()
+                conn, _peer = self._sock.accept()
             except socket.timeout:
                 continue
             except OSError:

@@ -25,7 +25,8 @@ def lab_up(lab):
 
 
 def pids(pattern):
-    out = subprocess.run(["pgrep", "-f", pattern], stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(["pgrep", "-f", pattern], stdout=subprocess.PIPE, text=True,
+                         check=False).stdout
     return [int(p) for p in out.split()]
 
 

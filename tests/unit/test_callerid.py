@@ -100,7 +100,7 @@ def test_own_netinfo_finds_this_processes_tcp_connection(family, host):
         pytest.skip("no %s loopback on this machine" % host)
     server.listen(1)
     client = socket.create_connection((host, server.getsockname()[1]))
-    accepted, _ = server.accept()
+    accepted, _peer = server.accept()
     server.close()            # only the two connected sockets remain as TCP sockets
     try:
         conn = own_netinfo("self")
@@ -121,7 +121,7 @@ def test_rpc_round_trip_against_a_fake_slurmd(monkeypatch):
     seen = {}
 
     def serve():
-        conn, _ = server.accept()
+        conn, _peer = server.accept()
         size = struct.unpack(">I", conn.recv(4))[0]
         data = b""
         while len(data) < size:

@@ -117,7 +117,7 @@ def adopted(fake):
 
 def test_other_service_is_ignored_before_anything_else(node):
     node.conf.write_text("broken line\n")
-    rc, ctx, _, log = node.run(ctx=Ctx(service="login"))
+    rc, ctx, _adopter, log = node.run(ctx=Ctx(service="login"))
     assert rc == C.PAM_IGNORE and ctx.messages == []
     assert "not an allowed pam service" in log.lines[-1][1]
 
@@ -137,7 +137,7 @@ def test_no_user_and_unknown_user(node):
 @pytest.mark.parametrize("extra", [[], ["ignore_root=0", "action_generic_failure=deny"]])
 def test_root_is_ignored_even_with_a_broken_config(node, extra):
     node.conf.write_text("garbage\n")
-    rc, ctx, _, _ = node.run(*extra, ctx=Ctx(user="root"))
+    rc, ctx, _adopter, _log = node.run(*extra, ctx=Ctx(user="root"))
     assert rc == C.PAM_IGNORE and ctx.messages == []
 
 
@@ -145,10 +145,10 @@ def test_root_is_ignored_even_with_a_broken_config(node, extra):
                                        ("ignore", C.PAM_IGNORE)])
 def test_broken_config_applies_action_generic_failure(node, action, rc):
     node.conf.write_text("NodeName=%s\nthis line is broken\n" % NODE)
-    got, ctx, _, log = node.run("action_generic_failure=" + action)
+    got, ctx, _adopter, log = node.run("action_generic_failure=" + action)
     assert got == rc
     assert any("cannot parse" in text and "action_generic_failure=" + action in text
-               for _, text in log.lines)
+               for _level, text in log.lines)
 
 
 def test_unknown_nodename_sends_no_jobs_found(node, monkeypatch):
@@ -166,24 +166,24 @@ def test_unknown_nodename_sends_no_jobs_found(node, monkeypatch):
 
 def test_no_jobs_denies_with_the_c_message(node):
     node.job(9, uid=OTHER_UID)                      # another user's job does not count
-    rc, ctx, _, _ = node.run()
+    rc, ctx, _adopter, _log = node.run()
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
 
 
 def test_no_jobs_ignore(node):
-    rc, ctx, _, _ = node.run("action_no_jobs=ignore")
+    rc, ctx, _adopter, _log = node.run("action_no_jobs=ignore")
     assert rc == C.PAM_IGNORE and ctx.messages == []
 
 
 def test_missing_spool_dir_is_zero_jobs(node):
     node.conf.write_text("NodeName=%s\nSlurmdSpoolDir=/nonexistent/spool\n" % NODE)
-    rc, ctx, _, _ = node.run()
+    rc, ctx, _adopter, _log = node.run()
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
 
 
 def test_non_extern_steps_do_not_count(node):
     node.job(3, step_id=0)
-    rc, _, _, _ = node.run()
+    rc, _ctx, _adopter, _log = node.run()
     assert rc == C.PAM_PERM_DENIED
 
 
@@ -192,7 +192,7 @@ def test_non_extern_steps_do_not_count(node):
 @pytest.mark.parametrize("version", [0x2600, 0x2A00, 0x2C00, 0x2D00])
 def test_one_job_is_adopted_with_environment(node, version):
     fake = node.job(17, version=version, x11=(11, "/home/x/.Xauthority"))
-    rc, ctx, adopter, _ = node.run()
+    rc, ctx, adopter, _log = node.run()
     assert rc == C.PAM_SUCCESS and adopted(fake)
     assert ctx.env == {"SLURM_JOB_ID": "17", "DISPLAY": "localhost:11.0",
                        "XAUTHORITY": "/home/x/.Xauthority"}
@@ -202,7 +202,7 @@ def test_one_job_is_adopted_with_environment(node, version):
 
 def test_disable_x11(node):
     node.job(17, x11=(11, "/x"))
-    _, ctx, _, _ = node.run("disable_x11=1")
+    _rc, ctx, _adopter, _log = node.run("disable_x11=1")
     assert ctx.env == {"SLURM_JOB_ID": "17"}
 
 
@@ -211,22 +211,22 @@ def test_disable_x11(node):
                                              (0x2D00, C.MSG_ADOPT_FAILED_26_05)])
 def test_one_job_adoption_failure(node, version, message):
     node.job(17, version=version, add_rc=-1)
-    rc, ctx, _, _ = node.run("action_adopt_failure=deny")
+    rc, ctx, _adopter, _log = node.run("action_adopt_failure=deny")
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [message]
-    rc, ctx, _, _ = node.run()                       # default: allow
+    rc, ctx, _adopter, _log = node.run()                       # default: allow
     assert rc == C.PAM_SUCCESS and ctx.messages == []
     assert "SLURM_JOB_ID" not in ctx.env
 
 
 def test_adoption_failure_when_step_ends_during_adoption(node):
     node.job(17, version=0x2A00, behaviour="ending")
-    rc, ctx, _, _ = node.run("action_adopt_failure=deny")
+    rc, ctx, _adopter, _log = node.run("action_adopt_failure=deny")
     assert rc == C.PAM_PERM_DENIED
 
 
 def test_single_job_skip_rpc_0_asks_the_rpc_and_then_action_unknown(node):
     fake = node.job(17)
-    rc, ctx, _, _ = node.run("single_job_skip_rpc=0", "action_unknown=deny")
+    rc, ctx, _adopter, _log = node.run("single_job_skip_rpc=0", "action_unknown=deny")
     assert node.rpc_calls == [0x2600]
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_UNKNOWN_SOURCE]
     assert fake.added == []
@@ -234,7 +234,7 @@ def test_single_job_skip_rpc_0_asks_the_rpc_and_then_action_unknown(node):
 
 def test_single_job_skip_rpc_0_on_26_05_adopts_the_only_job(node):
     fake = node.job(17, version=0x2D00)
-    rc, ctx, _, _ = node.run("single_job_skip_rpc=0", "action_unknown=deny")
+    rc, ctx, _adopter, _log = node.run("single_job_skip_rpc=0", "action_unknown=deny")
     assert node.rpc_calls == [0x2D00]
     assert rc == C.PAM_SUCCESS and adopted(fake)
 
@@ -243,7 +243,7 @@ def test_single_job_skip_rpc_0_on_26_05_adopts_the_only_job(node):
 
 def test_rpc_names_the_job(node):
     a, b = node.job(20), node.job(21)
-    rc, ctx, _, _ = node.run(rpc=20)
+    rc, ctx, _adopter, _log = node.run(rpc=20)
     assert rc == C.PAM_SUCCESS and adopted(a) and b.added == []
     assert ctx.env["SLURM_JOB_ID"] == "20"
 
@@ -252,28 +252,28 @@ def test_rpc_job_of_another_user_is_not_adopted(node):
     """C module bug: it adopts into whatever job the remote slurmd names."""
     mine_old, mine_new = node.job(20), node.job(22)
     theirs = node.job(21, uid=OTHER_UID)
-    rc, _, _, log = node.run("action_unknown=newest", rpc=21)
+    rc, _ctx, _adopter, log = node.run("action_unknown=newest", rpc=21)
     assert theirs.added == []
     assert rc == C.PAM_SUCCESS and adopted(mine_new) and mine_old.added == []
-    assert any("not a job of" in text for _, text in log.lines)
+    assert any("not a job of" in text for _level, text in log.lines)
 
 
 def test_rpc_failure_then_action_unknown_allow(node):
     a, b = node.job(20), node.job(21)
-    rc, ctx, _, _ = node.run("action_unknown=allow", rpc=C.RpcError("refused"))
+    rc, ctx, _adopter, _log = node.run("action_unknown=allow", rpc=C.RpcError("refused"))
     assert rc == C.PAM_SUCCESS and a.added == [] and b.added == [] and ctx.env == {}
 
 
 def test_rpc_failure_then_action_unknown_deny(node):
     node.job(20)
     node.job(21)
-    rc, ctx, _, _ = node.run("action_unknown=deny")
+    rc, ctx, _adopter, _log = node.run("action_unknown=deny")
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_UNKNOWN_SOURCE]
 
 
 def test_newest_cgroup_v2_is_the_highest_job_id(node):
     a, b, c = node.job(30), node.job(32), node.job(31)
-    rc, _, _, _ = node.run()
+    rc, _ctx, _adopter, _log = node.run()
     assert rc == C.PAM_SUCCESS and adopted(b) and a.added == [] and c.added == []
 
 
@@ -281,7 +281,7 @@ def test_newest_cgroup_v1_is_the_latest_job_cgroup(node_v1):
     a, b = node_v1.job(40), node_v1.job(41)
     node_v1.cgroup_mtime(40, time.time())
     node_v1.cgroup_mtime(41, time.time() - 100)
-    rc, _, _, _ = node_v1.run()
+    rc, _ctx, _adopter, _log = node_v1.run()
     assert rc == C.PAM_SUCCESS and adopted(a) and b.added == []
 
 
@@ -293,22 +293,22 @@ def test_newest_26_05_is_the_latest_socket(node):
     os.rename(a.path, tmp)
     time.sleep(1.1)
     os.rename(tmp, a.path)
-    rc, _, _, log = node.run()
+    rc, _ctx, _adopter, log = node.run()
     assert rc == C.PAM_SUCCESS and adopted(a) and b.added == []
-    assert any("Newest job 50" in text for _, text in log.lines)
+    assert any("Newest job 50" in text for _level, text in log.lines)
 
 
 def test_newest_adoption_failure_legacy_denies_silently(node):
     node.job(60, add_rc=-1)
     node.job(61, add_rc=-1)
-    rc, ctx, _, _ = node.run("action_adopt_failure=deny")
+    rc, ctx, _adopter, _log = node.run("action_adopt_failure=deny")
     assert rc == C.PAM_PERM_DENIED and ctx.messages == []
 
 
 def test_newest_adoption_failure_26_05_says_so(node):
     node.job(60, version=0x2D00, add_rc=-1)
     node.job(61, version=0x2D00, add_rc=-1)
-    rc, ctx, _, _ = node.run("action_adopt_failure=deny")
+    rc, ctx, _adopter, _log = node.run("action_adopt_failure=deny")
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_ADOPT_FAILED_26_05]
 
 
@@ -326,10 +326,10 @@ def test_stopped_stepd_of_the_only_job_applies_generic_failure_in_bounded_time(n
     monkeypatch.setattr(stepd_mod.StepdConnection.__init__, "__defaults__", (0.3,))
     node.job(80, behaviour="stopped")
     start = time.monotonic()
-    rc, ctx, _, log = node.run("action_generic_failure=deny")
+    rc, ctx, _adopter, log = node.run("action_generic_failure=deny")
     assert time.monotonic() - start < 3
     assert rc == C.PAM_PERM_DENIED and ctx.messages == []
-    assert any("did not answer" in text for _, text in log.lines)
+    assert any("did not answer" in text for _level, text in log.lines)
 
 
 def test_stopped_stepd_of_another_job_does_not_block_the_users_job(node, monkeypatch):
@@ -337,7 +337,7 @@ def test_stopped_stepd_of_another_job_does_not_block_the_users_job(node, monkeyp
     monkeypatch.setattr(stepd_mod.StepdConnection.__init__, "__defaults__", (0.3,))
     node.job(81, behaviour="stopped", uid=OTHER_UID)
     mine = node.job(82)
-    rc, _, _, _ = node.run()
+    rc, _ctx, _adopter, _log = node.run()
     assert rc == C.PAM_SUCCESS and adopted(mine)
 
 
@@ -345,7 +345,7 @@ def test_stale_socket_is_skipped(node):
     s = socket.socket(socket.AF_UNIX)
     s.bind(str(node.spool / ("%s_90.%d" % (NODE, C.SLURM_EXTERN_CONT))))
     s.close()
-    rc, ctx, _, _ = node.run()
+    rc, ctx, _adopter, _log = node.run()
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
 
 
@@ -355,15 +355,15 @@ def test_no_exception_escapes(node):
             raise RuntimeError("boom")
     node.job(100)
     node.job(101)
-    rc, _, _, log = node.run("action_generic_failure=deny", ctx=Broken())
+    rc, _ctx, _adopter, log = node.run("action_generic_failure=deny", ctx=Broken())
     assert rc == C.PAM_PERM_DENIED
-    assert any("unexpected error: RuntimeError: boom" in text for _, text in log.lines)
+    assert any("unexpected error: RuntimeError: boom" in text for _level, text in log.lines)
 
 
 def test_munge_failure_is_logged_as_an_error_and_falls_back(node):
     node.job(110)
     newest = node.job(111)
-    rc, _, _, log = node.run(rpc=C.MungeError("munged is not reachable at /run/munge/x"))
+    rc, _ctx, _adopter, log = node.run(rpc=C.MungeError("munged is not reachable at /run/munge/x"))
     assert rc == C.PAM_SUCCESS and adopted(newest)
     assert (C.LOG_LEVEL_ERROR, "From 127.0.0.1 port 40000 as nobody: cannot ask the remote "
             "slurmd: munged is not reachable at /run/munge/x") in log.lines

@@ -60,7 +60,7 @@ def test_each_option(arg, attr, value):
 def test_bad_values_keep_the_previous_value_and_are_reported(arg, attr, kept, message):
     opts = parse_options([arg])
     assert getattr(opts, attr) == kept
-    assert [text for _, text in opts.problems] == [message]
+    assert [text for _level, text in opts.problems] == [message]
 
 
 def test_bad_value_keeps_an_earlier_good_one():
@@ -83,7 +83,7 @@ def test_unknown_option_is_reported_and_ignored():
 def test_log_level_edges(value, level, problem):
     opts = parse_options(["log_level=" + value])
     assert opts.log_level == level
-    assert [t for _, t in opts.problems] == ([problem] if problem else [])
+    assert [t for _opt, t in opts.problems] == ([problem] if problem else [])
 
 
 @pytest.mark.parametrize("action,rc", [("deny", C.PAM_PERM_DENIED), ("allow", C.PAM_SUCCESS),

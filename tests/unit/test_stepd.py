@@ -92,9 +92,9 @@ def test_namespace_fds_of_25_11(spool):
     try:
         with StepdConnection(loc(spool, 7), Deadline(5)) as conn:
             got = conn.namespace_fds()
-        assert [t for t, _ in got] == [0x00020000, 0x10000000]
-        assert [os.fstat(fd).st_ino for _, fd in got] == [os.fstat(r1).st_ino, os.fstat(r2).st_ino]
-        for _, fd in got:
+        assert [t for t, _fd in got] == [0x00020000, 0x10000000]
+        assert [os.fstat(fd).st_ino for _type, fd in got] == [os.fstat(r1).st_ino, os.fstat(r2).st_ino]
+        for _type, fd in got:
             os.close(fd)
     finally:
         fake.close()

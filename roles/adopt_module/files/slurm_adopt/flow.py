@@ -304,7 +304,7 @@ class Adopter(object):
         timeout = min(float(self.conf.message_timeout), RPC_TIMEOUT_CAP)
         try:
             job_id, _remote = callerid_rpc(conn, self.conf.slurmd_port, version,
-                                          self.conf.munge_socket, timeout, self.deadline)
+                                           self.conf.munge_socket, timeout, self.deadline)
         except MungeError as exc:
             log.error("From %s port %d as %s: cannot ask the remote slurmd: %s"
                       % (src, conn.port_src, pw.pw_name, exc))

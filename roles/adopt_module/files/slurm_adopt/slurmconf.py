@@ -239,7 +239,7 @@ class SlurmConfig(object):
     @property
     def munge_socket(self):
         for item in (self.get("AuthInfo") or "").split(","):
-            key, _, value = item.strip().partition("=")
+            key, _sep, value = item.strip().partition("=")
             if key.lower() == "socket" and value:
                 return value
         return None

@@ -207,7 +207,7 @@ class StepdConnection(object):
             if count > 64:
                 raise StepdError("implausible namespace count %d" % count)
             result = []
-            for _ in range(count):
+            for _index in range(count):
                 ns_type = self._recv_int()
                 result.append((ns_type, self._recv_fd()))
             return result
