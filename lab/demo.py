@@ -20,6 +20,11 @@ def say(text=""):
 
 def main():
     lab = labctl.Lab.load("host")
+    with lab.lock():
+        return demo(lab)
+
+
+def demo(lab):
     lab.restore_account_line()
     lab.cancel_all()
     say("Lab: Slurm %s node %s; sshd with our module on port %d, with the C module on %d"

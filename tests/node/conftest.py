@@ -34,9 +34,10 @@ def load_lab(name):
 @pytest.fixture(scope="module", params=LAB_NAMES)
 def lab(request):
     lab = load_lab(request.param)
-    lab.restore_account_line()
-    yield lab
-    lab.restore_account_line()
+    with lab.lock():              # other test runs must not cancel our jobs meanwhile
+        lab.restore_account_line()
+        yield lab
+        lab.restore_account_line()
 
 
 class Population(object):
@@ -48,6 +49,13 @@ class Population(object):
         self.bob_old = lab.submit("bob")
         time.sleep(2.2)                    # distinct (1 s) cgroup mtimes and socket ctimes
         self.bob_new = lab.submit("bob")
+
+
+def touch_job_cgroup(lab, user, job):
+    """Make job the newest by the cgroup/v1 rule of 22.05-25.11: a new step
+    creates a directory in the job's cgroup, which sets its mtime (seconds)."""
+    time.sleep(1.1)
+    lab.slurm("srun", "--jobid=%d" % job, "--overlap", "-N1", "-n1", "true", user=user)
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """The Python module on a real node: adoption, denial, callerid, cleanup."""
 
 import pytest
+from conftest import touch_job_cgroup
 
 pytestmark = pytest.mark.node
 
@@ -28,6 +29,7 @@ def test_callerid_from_inside_each_job(lab, jobs):
 
 
 def test_two_jobs_from_outside_pick_the_newest(lab, jobs):
+    touch_job_cgroup(lab, "bob", jobs.bob_new)
     r = lab.ssh("py", "bob")
     assert r.rc == 0 and r.job_id == jobs.bob_new
 

@@ -9,6 +9,7 @@ import os
 import re
 
 import pytest
+from conftest import touch_job_cgroup
 
 pytestmark = pytest.mark.node
 
@@ -78,6 +79,7 @@ def test_newest_job_from_outside(lab, jobs):
     """Accepted difference 7 (docs/differences.md): on Debian's multiple-slurmd
     build the C module stats a cgroup path that does not exist, so it takes the
     last job in directory order; ours takes the newest job cgroup."""
+    touch_job_cgroup(lab, "bob", jobs.bob_new)
     got = both(lab, "bob")
     record(lab, "two jobs, unknown source, newest", got)
     assert got["py"] == {"allowed": True, "job": jobs.bob_new, "messages": []}

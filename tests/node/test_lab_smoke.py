@@ -156,12 +156,13 @@ def test_pam_file_changes_apply_without_restart(lab):
 def test_six_concurrent_jobs_from_four_users(lab):
     users = ["alice", "bob", "carol", "dave", "alice", "bob"]
     ids = [lab.submit(u) for u in users]
-    running = {j["id"] for j in lab.jobs() if j["state"] == "RUNNING"}
-    assert set(ids) <= running
+    jobs = lab.jobs()
+    running = {j["id"] for j in jobs if j["state"] == "RUNNING"}
+    assert set(ids) <= running, jobs
     for u in ("alice", "bob", "carol", "dave"):
         r = lab.ssh("c", u, "true")
-        assert r.rc == 0, (u, r.stderr)
-        assert r.job_id in ids
+        assert r.rc == 0, (u, r.stderr, lab.jobs())
+        assert r.job_id in lab.jobs_of(u), (u, r.cgroup, lab.jobs())
 
 
 def test_cgroup_parsing_helpers():

@@ -4,8 +4,8 @@ Only the plain sshd (2301) and SchedMD's C pam_slurm_adopt from Debian 13 (2302)
 so these tests prove the lab itself works, independently of the Python module.
 Standard library + subprocess only (no dependency on lab/labctl.py).
 
-Skips only when /run/slurm-adopt-lab/trixie.json is absent; a lab with a state file that
-does not work is a failure.
+Skips only when /run/slurm-adopt-lab/trixie.json is absent (fails instead when
+ADOPT_LAB_REQUIRED=1, as in CI); a lab with a state file that does not work is a failure.
 """
 
 from __future__ import annotations
@@ -138,7 +138,10 @@ def freezer_path(cgroup_text):
 @pytest.fixture(scope="module")
 def lab():
     if not os.path.exists(STATE_FILE):
-        pytest.skip("%s absent: trixie lab not up (lab/trixie/up.sh)" % STATE_FILE)
+        msg = "%s absent: trixie lab not up (lab/trixie/up.sh)" % STATE_FILE
+        if os.environ.get("ADOPT_LAB_REQUIRED") == "1":
+            pytest.fail("ADOPT_LAB_REQUIRED=1 but " + msg)
+        pytest.skip(msg)
     with open(STATE_FILE) as f:
         state = json.load(f)
     return Trixie(state)
