@@ -36,6 +36,7 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import glob
 import json
 import os
 import re
@@ -203,6 +204,21 @@ def _run(argv: Sequence[str], *, timeout: float, input: str | None = None,
         raise LabTimeout(f"timed out after {timeout}s: {shlex.join(argv)}\n"
                          f"stdout: {out[-2000:]}\nstderr: {err[-2000:]}") from None
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _has_procs(cgdir: str, recursive: bool = False) -> bool:
+    """cgroup directory exists and has a process in it (or below, if recursive)."""
+    dirs = [cgdir]
+    if recursive:
+        dirs = [d for d, _, _ in os.walk(cgdir)]
+    for d in dirs:
+        try:
+            with open(os.path.join(d, "cgroup.procs")) as f:
+                if f.read().strip():
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def _wait(pred, timeout: float, what: str, interval: float = 0.1):
@@ -412,7 +428,11 @@ class Lab:
 
     def submit(self, user: str, *, sleep: int = 600, extra_args: Iterable[str] = (),
                timeout: float = 20) -> int:
-        """sbatch --wrap 'sleep N' as user; wait until RUNNING with its extern socket.
+        """sbatch --wrap 'sleep N' as user; wait until RUNNING with its extern step.
+
+        "With its extern step" means the step's socket exists and its cgroup
+        holds the step's placeholder process (the socket appears ~20 ms before
+        the cgroup; a login in that window would fail to be adopted).
 
         Returns the job id. Raises LabTimeout if the job is not running (with
         its extern step) within ``timeout`` seconds.
@@ -430,7 +450,8 @@ class Lab:
                       "BOOT_FAIL", "OUT_OF_MEMORY", "DEADLINE", "PREEMPTED"):
                 raise LabError(f"job {jobid} of {u} ended early: {st}\n"
                                + self.slurm("scontrol", "show", "job", str(jobid), check=False))
-            return st == "RUNNING" and os.path.exists(sock)
+            return (st == "RUNNING" and os.path.exists(sock)
+                    and self.extern_cgroup_ready(jobid, u))
 
         try:
             _wait(ready, timeout, f"job {jobid} of {u} to run with extern step {sock}")
@@ -438,6 +459,30 @@ class Lab:
             detail = self.slurm("scontrol", "show", "job", str(jobid), check=False)
             raise LabTimeout(f"{e}\n{detail}") from None
         return jobid
+
+    def extern_cgroup_ready(self, jobid: int, user: str) -> bool:
+        """The job's extern step cgroup exists and holds a process.
+
+        cgroup v1: freezer (and memory, when Slurm uses that hierarchy) under
+        ``slurm_<nodename>`` or ``slurm``; cgroup v2: ``.../job_J/step_extern``
+        under slurmstepd's scope.
+        """
+        uid = self.uid(user)
+        root = self.cgroup_root
+        if os.path.isdir(os.path.join(root, "freezer")):
+            dirs = []
+            for ctl in ("freezer", "memory"):
+                for pre in (f"slurm_{self.nodename}", "slurm"):
+                    base = os.path.join(root, ctl, pre)
+                    if os.path.isdir(base):
+                        dirs.append(f"{base}/uid_{uid}/job_{jobid}/step_extern")
+                        break
+                else:
+                    if ctl == "freezer":
+                        return False
+            return all(_has_procs(d) for d in dirs)
+        hits = glob.glob(f"{root}/system.slice/*slurmstepd.scope/job_{jobid}/step_extern")
+        return bool(hits) and any(_has_procs(d, recursive=True) for d in hits)
 
     def jobs_of(self, user: str) -> list[int]:
         """Ids of user's active jobs, oldest first."""
