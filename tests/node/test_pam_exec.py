@@ -1,0 +1,43 @@
+"""The pam_exec fallback on a real node: the helper adopts its parent, the
+sshd process; denials reach the user through pam_exec's `stdout` option."""
+
+import pytest
+
+pytestmark = pytest.mark.node
+
+NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+
+
+def exec_line(lab, *options):
+    # pam_exec passes only the PAM items as environment, and sshd's own
+    # environment is unreadable (setproctitle overwrites /proc/PID/environ):
+    # a non-default slurm.conf must be named on the command line.
+    return " ".join(["account required pam_exec.so stdout /usr/bin/env",
+                     "SLURM_CONF=%s" % lab.slurm_conf, "/usr/bin/python3", lab.module_path,
+                     "pam-exec", "service=%s" % lab.pam_services["py"]] + list(options))
+
+
+def test_pam_exec_adopts_the_sshd_process(lab, jobs):
+    with lab.pam_account("py", exec_line(lab)):
+        r = lab.ssh("py", "alice")
+    assert r.rc == 0, r.stderr
+    assert r.job_id == jobs.alice and r.step == "extern"
+
+
+def test_pam_exec_denies_without_a_job(lab, jobs):
+    with lab.pam_account("py", exec_line(lab)):
+        r = lab.ssh("py", "carol")
+    assert r.rc == 255 and NO_JOBS in r.stderr and r.job_id is None
+
+
+def test_pam_exec_callerid_from_inside_a_job(lab, jobs):
+    with lab.pam_account("py", exec_line(lab)):
+        r = lab.ssh("py", "bob", via_job=jobs.bob_old)
+    assert r.rc == 0 and r.job_id == jobs.bob_old
+
+
+def test_pam_exec_other_service_is_success_not_ignore(lab, jobs):
+    """pam_exec cannot return PAM_IGNORE: "ignore" exits 0 (docs/differences.md)."""
+    with lab.pam_account("py", exec_line(lab, "service=another-service")):
+        r = lab.ssh("py", "carol")
+    assert r.rc == 0 and r.job_id is None
