@@ -33,6 +33,7 @@ if [ $REBUILD = 0 ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$BUILD_ID" ] \
     exit 0
 fi
 
+lab_lock
 if [ -n "$(mounts_under_root)" ]; then
     die "mounts exist under $ROOT (lab is up?); run lab/trixie/down.sh first"
 fi

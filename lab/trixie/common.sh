@@ -1,5 +1,6 @@
 # Shared settings for the trixie (Slurm 24.11) lab. Sourced by build.sh, up.sh, down.sh.
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # variables are used by the scripts that source this file
 
 TRIXIE_NAME=trixie
 LAB_BASE=${SLURM_ADOPT_LAB_BASE:-/var/lib/slurm-adopt-lab}
@@ -53,4 +54,20 @@ pids_in_root() {
         r=$(readlink "$p/root" 2>/dev/null) || continue
         [ "$r" = "$ROOT" ] && echo "${p#/proc/}"
     done
+}
+
+# The lab's advisory lock: the same file as labctl.Lab.lock() (flock on
+# /run/slurm-adopt-lab/trixie.lock), so up/down/rebuild never pull the lab from under a
+# test session that holds it. Held on fd 9 until the script exits; daemons must be started
+# with 9>&- so they do not inherit (and keep) it. Re-entrant through TRIXIE_LAB_LOCKED.
+LOCK_FILE=$STATE_DIR/trixie.lock
+lab_lock() {
+    [ "${TRIXIE_LAB_LOCKED:-}" = 1 ] && return 0
+    mkdir -p "$STATE_DIR"
+    exec 9>>"$LOCK_FILE"
+    if ! flock -n 9; then
+        log "waiting for the lab lock $LOCK_FILE (held by a test session?)"
+        flock -w "${TRIXIE_LOCK_WAIT:-900}" 9 || die "lab lock $LOCK_FILE busy for ${TRIXIE_LOCK_WAIT:-900}s"
+    fi
+    export TRIXIE_LAB_LOCKED=1
 }

@@ -8,6 +8,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=common.sh
 . "$HERE/common.sh"
 [ "$(id -u)" = 0 ] || die "must run as root"
+lab_lock
 
 # Graceful first: cancel jobs and stop the Slurm daemons through their own interfaces.
 if mountpoint -q "$ROOT/proc" && [ -n "$(pids_in_root)" ]; then

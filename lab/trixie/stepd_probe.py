@@ -72,7 +72,7 @@ def main():
     out["daemon_pid"] = INT.unpack(recv_exact(s, 4))[0]
     s.sendall(INT.pack(15))
     n = U32.unpack(recv_exact(s, 4))[0]
-    out["pids"] = [U32.unpack(recv_exact(s, 4))[0] for _ in range(n)]
+    out["pids"] = [U32.unpack(recv_exact(s, 4))[0] for _i in range(n)]
     if args.pid is not None:
         s.sendall(INT.pack(8) + INT.pack(args.pid))
         out["pid_in_container"] = bool(recv_exact(s, 1)[0])

@@ -16,14 +16,17 @@ REPO=$(cd "$HERE/../.." && pwd)
 . "$HERE/common.sh"
 
 DO_BUILD=1
+RESTART=0
 for a in "$@"; do
     case $a in
         --no-build) DO_BUILD=0 ;;
-        --restart) "$HERE/down.sh" ;;
+        --restart) RESTART=1 ;;
         *) die "unknown option $a" ;;
     esac
 done
 [ "$(id -u)" = 0 ] || die "must run as root"
+lab_lock
+[ $RESTART = 1 ] && "$HERE/down.sh"
 T0=$(date +%s)
 
 MODULE_SRC=${SLURM_ADOPT_MODULE_DIR:-$REPO/roles/adopt_module/files}
@@ -33,6 +36,8 @@ CHENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin 
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$BUILD_ID" ] && [ -x "$ROOT/usr/sbin/slurmd" ]; then
     :
 elif [ $DO_BUILD = 1 ]; then
+    # An outdated root that is up must come down before build.sh may replace it.
+    if [ -n "$(mounts_under_root)" ] || [ -n "$(pids_in_root)" ]; then "$HERE/down.sh"; fi
     "$HERE/build.sh"
 else
     die "chroot not built; run lab/trixie/build.sh"
@@ -88,10 +93,15 @@ if ! is_mnt "$ROOT/run"; then
     chmod 0755 "$ROOT/run/sshd"
 fi
 mkdir -p "$ROOT$MODULE_DIR_IN_ROOT"
+# Re-bind when a different checkout runs up.sh (the source is recorded in the chroot's /run).
+if is_mnt "$ROOT$MODULE_DIR_IN_ROOT" && [ "$(cat "$ROOT/run/lab-module-src" 2>/dev/null)" != "$MODULE_SRC" ]; then
+    umount "$ROOT$MODULE_DIR_IN_ROOT" || umount -l "$ROOT$MODULE_DIR_IN_ROOT"
+fi
 if ! is_mnt "$ROOT$MODULE_DIR_IN_ROOT"; then
     if [ -d "$MODULE_SRC" ]; then
         mount --bind "$MODULE_SRC" "$ROOT$MODULE_DIR_IN_ROOT"
         mount -o remount,bind,ro "$ROOT$MODULE_DIR_IN_ROOT"
+        echo "$MODULE_SRC" > "$ROOT/run/lab-module-src"
     else
         log "WARNING: $MODULE_SRC missing; $MODULE_DIR_IN_ROOT stays empty (py service will fail)"
     fi
@@ -175,18 +185,29 @@ subst() {
         -e "s|@SLURMCTLD_PORT@|$SLURMCTLD_PORT|g" -e "s|@SLURMD_PORT@|$SLURMD_PORT|g" \
         -e "s|@SPOOL_DIR@|$SPOOL_DIR|g" -e "s|@STATESAVE_DIR@|$STATESAVE_DIR|g" "$@"
 }
+# put_file DST MODE < content: atomic replace if different; returns 0 if it changed.
+put_file() {
+    local dst=$1 mode=$2 tmp
+    tmp=$(mktemp "$dst.XXXXXX")
+    cat > "$tmp"
+    chmod "$mode" "$tmp"
+    if [ -f "$dst" ] && cmp -s "$tmp" "$dst"; then rm -f "$tmp"; return 1; fi
+    mv -f "$tmp" "$dst"
+}
 mkdir -p "$ROOT/etc/slurm" "$ROOT$SPOOL_DIR" "$ROOT$STATESAVE_DIR" "$ROOT/var/log/slurm"
-subst "$HERE/templates/slurm.conf.in" > "$ROOT/etc/slurm/slurm.conf.new"
-mv "$ROOT/etc/slurm/slurm.conf.new" "$ROOT/etc/slurm/slurm.conf"
-install -m 644 "$HERE/templates/cgroup.conf" "$ROOT/etc/slurm/cgroup.conf"
-chmod 644 "$ROOT/etc/slurm/slurm.conf"
+SLURM_CHANGED=0
+subst "$HERE/templates/slurm.conf.in" | put_file "$ROOT/etc/slurm/slurm.conf" 644 && SLURM_CHANGED=1
+put_file "$ROOT/etc/slurm/cgroup.conf" 644 < "$HERE/templates/cgroup.conf" && SLURM_CHANGED=1
 
+declare -A SSHD_CHANGED=()
 for v in plain c py; do
     case $v in plain) port=$SSH_PORT_PLAIN ;; c) port=$SSH_PORT_C ;; py) port=$SSH_PORT_PY ;; esac
     svc=sshd-lab-$v
+    SSHD_CHANGED[$v]=0
     sed -e "s|@VARIANT@|$v|g" -e "s|@PORT@|$port|g" -e "s|@SERVICE@|$svc|g" \
-        "$HERE/templates/sshd_config.in" > "$ROOT/etc/ssh/sshd_config_lab_$v"
-    install -m 644 "$HERE/templates/pam.d/$svc" "$ROOT/etc/pam.d/$svc"
+        "$HERE/templates/sshd_config.in" | put_file "$ROOT/etc/ssh/sshd_config_lab_$v" 644 && SSHD_CHANGED[$v]=1
+    # Restores the default stack (a test may have edited the adopt line; we hold the lock).
+    put_file "$ROOT/etc/pam.d/$svc" 644 < "$HERE/templates/pam.d/$svc" || true
     ln -sfn /usr/sbin/sshd "$ROOT/usr/local/sbin/$svc"
 done
 if grep -l pam_systemd "$ROOT"/etc/pam.d/common-* 2>/dev/null; then
@@ -211,7 +232,7 @@ alive() {
     [ -n "$pid" ] && [ "$(readlink "/proc/$pid/root" 2>/dev/null)" = "$ROOT" ]
 }
 # start CMD...: run detached (own session, no controlling tty, no host environment).
-start() { setsid chroot "$ROOT" "${CHENV[@]}" "$@" </dev/null >/dev/null 2>&1 & }
+start() { setsid chroot "$ROOT" "${CHENV[@]}" "$@" </dev/null >/dev/null 2>&1 9>&- & }
 # Listening check without connecting (a bare connect counts as a penalty in OpenSSH 10).
 port_open() { awk -v p="$(printf '%04X' "$1")" '$2 == "0100007F:" p && $4 == "0A" { f=1 } END { exit !f }' /proc/net/tcp; }
 
@@ -225,11 +246,25 @@ fi
 if ! alive /run/munge/munged.pid; then
     inroot chown munge:munge /run/munge
     rm -f "$ROOT/run/munge/munge.socket.2"
-    setsid chroot --userspec=munge:munge "$ROOT" "${CHENV[@]}" /usr/sbin/munged </dev/null >/dev/null 2>&1 || die "munged failed"
+    setsid chroot --userspec=munge:munge "$ROOT" "${CHENV[@]}" /usr/sbin/munged </dev/null >/dev/null 2>&1 9>&- || die "munged failed"
     wait_until 15 "munged" alive /run/munge/munged.pid || die "munged did not start"
 fi
 wait_until 15 "munge round trip" bash -c "chroot '$ROOT' munge -n | chroot '$ROOT' unmunge" || die "munge does not work"
 
+# stop_pidfile PIDFILE_IN_ROOT: TERM the daemon (if it runs in ROOT), wait up to 10 s.
+stop_pidfile() {
+    local pid
+    alive "$1" || return 0
+    pid=$(tr -dc 0-9 < "$ROOT$1")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do [ -e "/proc/$pid" ] || return 0; sleep 0.2; done
+    kill -9 "$pid" 2>/dev/null || true
+}
+if [ $SLURM_CHANGED = 1 ] && alive /run/slurmctld.pid; then
+    log "Slurm configuration changed: restarting slurmctld and slurmd"
+    stop_pidfile /run/slurmd.pid
+    stop_pidfile /run/slurmctld.pid
+fi
 if ! alive /run/slurmctld.pid; then
     # -c: start from a clean job state each time the controller is (re)started.
     start /usr/sbin/slurmctld -c -i
@@ -253,6 +288,10 @@ fi
 for v in plain c py; do
     case $v in plain) port=$SSH_PORT_PLAIN ;; c) port=$SSH_PORT_C ;; py) port=$SSH_PORT_PY ;; esac
     svc=sshd-lab-$v
+    if [ "${SSHD_CHANGED[$v]}" = 1 ] && alive "/run/$svc.pid"; then
+        log "$svc configuration changed: restarting it"
+        stop_pidfile "/run/$svc.pid"
+    fi
     if ! alive "/run/$svc.pid"; then
         inroot "/usr/local/sbin/$svc" -t -f "/etc/ssh/sshd_config_lab_$v" || die "$svc config test failed"
         start "/usr/local/sbin/$svc" -f "/etc/ssh/sshd_config_lab_$v"

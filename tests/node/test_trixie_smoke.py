@@ -10,6 +10,7 @@ ADOPT_LAB_REQUIRED=1, as in CI); a lab with a state file that does not work is a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -20,6 +21,8 @@ import time
 import pytest
 
 STATE_FILE = "/run/slurm-adopt-lab/trixie.json"
+LOCK_FILE = "/run/slurm-adopt-lab/trixie.lock"
+LOCK_WAIT = 900
 NO_JOBS_MSG = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 EXTERN_STEP = 4294967292  # SLURM_EXTERN_CONT (0xfffffffc) since 20.11
 ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -50,7 +53,7 @@ class Trixie:
             cmd += ["runuser", "-u", user, "--"]
         cmd += list(argv)
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/",
-                           stdin=subprocess.DEVNULL)
+                           stdin=subprocess.DEVNULL, check=False)
         if check and p.returncode != 0:
             raise AssertionError("%s failed (%d):\nstdout: %s\nstderr: %s"
                                  % (cmd, p.returncode, p.stdout, p.stderr))
@@ -61,7 +64,7 @@ class Trixie:
         cmd = ["ssh", *SSH_OPTS, "-i", self.state["ssh_keys"][user],
                "-p", str(self.state["ports"][variant]), "%s@127.0.0.1" % user, command]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, check=False)
 
     def uid(self, user):
         out = self.run(["id", "-u", user]).stdout.strip()
@@ -144,7 +147,22 @@ def lab():
         pytest.skip(msg)
     with open(STATE_FILE) as f:
         state = json.load(f)
-    return Trixie(state)
+    # The lab's advisory lock (same file as labctl.Lab.lock and lab/trixie/*.sh), so that
+    # concurrent test runs or up/down do not cancel our jobs or restart daemons meanwhile.
+    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    pytest.fail("trixie lab lock %s busy for %ds" % (LOCK_FILE, LOCK_WAIT))
+                time.sleep(0.5)
+        yield Trixie(state)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 @pytest.fixture
