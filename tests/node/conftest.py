@@ -64,3 +64,15 @@ def jobs(lab):
     pop = Population(lab)
     yield pop
     lab.cancel_all()
+    wait_healthy(lab)
+
+
+def wait_healthy(lab, timeout=120):
+    """Leave the lab as the next test module expects it: slurmctld answering,
+    the node idle (not completing), every sshd listening."""
+    end = time.monotonic() + timeout
+    problems = lab.check()
+    while problems and time.monotonic() < end:
+        time.sleep(1)
+        problems = lab.check()
+    assert not problems, "lab %s did not recover: %s" % (lab.name, problems)
