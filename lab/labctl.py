@@ -42,6 +42,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -95,7 +96,7 @@ def parse_cgroup(text: str) -> dict[str, str]:
         parts = line.strip().split(":", 2)
         if len(parts) != 3:
             continue
-        _, ctrls, path = parts
+        ctrls, path = parts[1], parts[2]
         if not ctrls:
             out[""] = path
             continue
@@ -210,7 +211,7 @@ def _has_procs(cgdir: str, recursive: bool = False) -> bool:
     """cgroup directory exists and has a process in it (or below, if recursive)."""
     dirs = [cgdir]
     if recursive:
-        dirs = [d for d, _, _ in os.walk(cgdir)]
+        dirs = [entry[0] for entry in os.walk(cgdir)]
     for d in dirs:
         try:
             with open(os.path.join(d, "cgroup.procs")) as f:
@@ -624,8 +625,8 @@ class Lab:
             p = _run(self.command(srun, u), timeout=timeout)
         stdout, cgroup = p.stdout, ""
         if probe_cgroup and _CG_BEGIN in stdout:
-            before, _, rest = stdout.partition(_CG_BEGIN + "\n")
-            cgroup, _, after = rest.partition(_CG_END + "\n")
+            before, rest = stdout.split(_CG_BEGIN + "\n", 1)
+            cgroup, after = rest.split(_CG_END + "\n", 1) if _CG_END + "\n" in rest else (rest, "")
             stdout = before + after
         return Result(p.returncode, stdout, p.stderr,
                       job_cgroup_from_cgroup(cgroup) if cgroup else None, cgroup)
@@ -737,7 +738,6 @@ class Lab:
             st = self.slurm("sinfo", "-h", "-N", "-n", self.nodename, "-o", "%T", check=False).strip()
             if st not in ("idle", "mixed", "allocated"):
                 problems.append(f"node {self.nodename} state is {st!r}")
-        import socket
         for kind, port in self.ports.items():
             with socket.socket() as s:
                 s.settimeout(3)

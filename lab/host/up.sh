@@ -35,7 +35,6 @@ KINDS=(plain c py)
 declare -A SSH_PORT=([plain]=2201 [c]=2202 [py]=2203)
 # name -> fixed uid (used only if free; otherwise useradd picks one)
 USERS=(labalice labbob labcarol labdave labadmin)
-declare -A ROLE=([labalice]=alice [labbob]=bob [labcarol]=carol [labdave]=dave [labadmin]=admin)
 declare -A WANT_UID=([labalice]=30001 [labbob]=30002 [labcarol]=30003 [labdave]=30004 [labadmin]=30005)
 ADMIN_GROUP=labwheel
 ADMIN_GID=30000
@@ -47,7 +46,7 @@ die() { printf 'up.sh: ERROR: %s\n' "$*" >&2; exit 1; }
 
 # wait_for SECONDS DESCRIPTION CMD...: poll CMD every 0.2 s until it succeeds.
 wait_for() {
-    local secs=$1 what=$2; shift 2
+    local secs=$1; shift 2  # $2 only documents the call site
     local deadline=$(( $(date +%s) + secs ))
     until "$@" >/dev/null 2>&1; do
         if [ "$(date +%s)" -ge "$deadline" ]; then
