@@ -1,0 +1,452 @@
+#!/usr/bin/env python3
+"""Login latency of the adopt modules, measured on a running test lab.
+
+Times complete ssh logins (``ssh ... true``, key auth, to 127.0.0.1) against
+the lab's three sshds -- ``plain`` (no adopt module), ``c`` (SchedMD's C
+pam_slurm_adopt) and ``py`` (this collection's Python module under
+pam_python) -- in one run, for two cases:
+
+* ``one_job``:  a user with one running job (alice): "only one job" path;
+* ``two_jobs``: a user with two running jobs (bob): the module asks slurmd
+  for the caller's job (callerid RPC, munge-authenticated), which fails for a
+  login from outside any job, and falls back to the "newest" job.
+
+Within a case the kinds are interleaved round-robin (the order rotates every
+round) so that drift of the machine affects all three alike. Prints median
+and p90 per kind, the cost added over ``plain``, and the ratios.
+
+Not a test: it is a measurement, but it refuses to report numbers for broken
+logins. It exits non-zero when a measured login fails or when a placement
+check (a few logins per kind through ``Lab.ssh``, which reads the session's
+cgroup) finds a session outside the expected job.
+
+The lab is shared: other test runs may cancel every job or submit jobs for
+the same users. The benchmark holds the lab lock (``Lab.lock``), checks the
+user's jobs and the adopt lines after every round, and when it detects a
+disturbance it re-submits its jobs and retries the case once (reported in the
+output and the JSON).
+
+Usage::
+
+    python3 benchmarks/login_latency.py [--lab host] [--logins 30] [--warmup 3]
+                                        [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "lab"))
+
+import labctl  # noqa: E402  pylint: disable=wrong-import-position
+
+KINDS = ("plain", "c", "py")
+CASES = (
+    # name, default user, number of jobs
+    ("one_job", "alice", 1),
+    ("two_jobs", "bob", 2),
+)
+SSH_TIMEOUT = 30.0
+
+
+class Disturbed(Exception):
+    """Someone else changed the lab under the benchmark (jobs, PAM lines)."""
+
+
+class Broken(Exception):
+    """A login failed or landed in the wrong place, with the lab undisturbed."""
+
+
+class Busy(Exception):
+    """The lab did not become usable for a case within --settle seconds."""
+
+
+# --------------------------------------------------------------------------- statistics
+
+def percentile(values, q):
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    s = sorted(values)
+    if len(s) == 1:
+        return s[0]
+    pos = (len(s) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def summarize(samples_ms):
+    out = {}
+    for kind in KINDS:
+        xs = samples_ms[kind]
+        out[kind] = {
+            "n": len(xs),
+            "median_ms": statistics.median(xs),
+            "p90_ms": percentile(xs, 90),
+            "min_ms": min(xs),
+            "max_ms": max(xs),
+        }
+    plain = out["plain"]["median_ms"]
+    for kind in KINDS:
+        out[kind]["added_over_plain_ms"] = out[kind]["median_ms"] - plain
+        # Same estimate from the pairs of one round (logins seconds apart):
+        # less sensitive to drift; reported in the JSON as a cross-check.
+        out[kind]["paired_added_ms"] = statistics.median(
+            x - p for x, p in zip(samples_ms[kind], samples_ms["plain"]))
+    c_added = out["c"]["added_over_plain_ms"]
+    py_added = out["py"]["added_over_plain_ms"]
+    ratios = {
+        "py_over_c": out["py"]["median_ms"] / out["c"]["median_ms"],
+        # The added cost ratio is meaningless when the C module adds ~nothing.
+        "added_py_over_added_c": (py_added / c_added) if c_added > 0.5 else None,
+    }
+    return out, ratios
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+class Bench:
+    def __init__(self, lab, args):
+        self.lab = lab
+        self.args = args
+        self.submitted = []          # every job id this run submitted
+        self.log = []                # notes about disturbances and retries
+        self.results = {}            # finished cases
+        self.lines = None            # adopt lines (c, py) in force for the current case
+
+    def note(self, msg):
+        stamp = time.strftime("%H:%M:%S")
+        self.log.append("%s %s" % (stamp, msg))
+        print("  [%s] %s" % (stamp, msg), flush=True)
+
+    # ---------------------------------------------------------------- lab state
+    def current_lines(self):
+        return tuple(self.lab.account_line(k) for k in ("c", "py"))
+
+    def is_default(self, lines):
+        """Lines are up.sh's default adopt lines (no extra options). The py
+        module's path may differ from the state file's: another session may
+        have re-run up.sh with its own MODULE_PATH; it is reported."""
+        for kind, line in zip(("c", "py"), lines):
+            want = self.lab.default_account_line(kind).split()
+            have = line.split()
+            if kind == "py" and len(have) == len(want) and have[3].endswith("/pam_slurm_adopt.py"):
+                have[3] = want[3]
+            if have != want:
+                return False
+        return True
+
+    def wait_clean(self, user):
+        """Wait until user has no jobs and the adopt lines are the defaults
+        (another test may have set options); remember those lines."""
+        deadline = time.monotonic() + self.args.settle
+        said = False
+        while True:
+            jobs = self.lab.jobs_of(user)
+            lines = self.current_lines()
+            lines_ok = self.is_default(lines)
+            if not jobs and lines_ok:
+                self.lines = lines
+                return
+            if time.monotonic() >= deadline:
+                raise Busy("lab not usable after %ds: jobs of %s: %s; adopt lines %s"
+                           % (self.args.settle, self.lab.user(user), jobs,
+                              "default" if lines_ok else "not default: %r" % (lines,)))
+            if not said:
+                self.note("waiting for %s to have no jobs (%s) and default adopt lines (%s)"
+                          % (self.lab.user(user), jobs, lines_ok))
+                said = True
+            time.sleep(0.5)
+
+    def check_state(self, user, expected):
+        """Raise Disturbed if user's jobs or the adopt lines are not as set up."""
+        # A cancelled job may still be listed (COMPLETING) after its extern
+        # step is gone: only RUNNING jobs with their extern socket count.
+        active = self.lab.jobs(user)
+        running = {j["id"] for j in active if j["state"] == "RUNNING"
+                   and os.path.exists(self.lab.extern_socket(j["id"]))}
+        gone = sorted(set(expected) - running)
+        extra = sorted({j["id"] for j in active} - set(expected))
+        if gone or extra:
+            raise Disturbed("jobs of %s changed: ours gone %s, foreign %s" % (user, gone, extra))
+        lines = self.current_lines()
+        if lines != self.lines:
+            raise Disturbed("adopt lines changed from %r to %r" % (self.lines, lines))
+
+    def submit(self, user, njobs):
+        ids = []
+        for i in range(njobs):
+            if i:
+                time.sleep(1.1)  # distinct start times: a well-defined "newest" job
+            jid = self.lab.submit(user)
+            self.submitted.append(jid)
+            ids.append(jid)
+        return ids
+
+    def cancel_own(self):
+        active = {j["id"] for j in self.lab.jobs()}
+        mine = [j for j in self.submitted if j in active]
+        if mine:
+            self.lab.cancel(mine)
+
+    # ---------------------------------------------------------------- logins
+    def timed_login(self, kind, user):
+        argv = self.lab.ssh_argv(kind, user, "true", options=("-o", "LogLevel=ERROR"))
+        t0 = time.perf_counter()
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=SSH_TIMEOUT, check=False)
+        dt = (time.perf_counter() - t0) * 1000.0
+        return dt, p.returncode, p.stderr.decode("utf-8", "replace").strip()
+
+    def verify(self, user, expected, where):
+        """Placement check through Lab.ssh (reads the session's cgroup)."""
+        results = []
+        for kind in KINDS:
+            r = self.lab.ssh(kind, user, "true", timeout=SSH_TIMEOUT)
+            results.append({"kind": kind, "where": where, "rc": r.rc, "job": r.job_id,
+                            "cgroup": r.job_cgroup})
+            problem = None
+            if r.rc != 0:
+                problem = "login failed (rc %d): %s" % (r.rc, r.message)
+            elif kind == "plain":
+                if r.job_id is not None:
+                    problem = "plain sshd session is in job %s" % r.job_id
+            elif len(expected) == 1 and r.job_id != expected[0]:
+                problem = "session in job %s, expected %s" % (r.job_id, expected[0])
+            elif r.job_id not in expected:
+                problem = "session in job %s, expected one of %s" % (r.job_id, expected)
+            if problem:
+                self.check_state(user, expected)   # Disturbed wins over Broken
+                raise Broken("%s %s (%s check): %s" % (kind, user, where, problem))
+        return results
+
+    def run_case(self, name, user, njobs):
+        n, warm = self.args.logins, self.args.warmup
+        self.wait_clean(user)
+        expected = self.submit(user, njobs)
+        print("case %s: %s with job(s) %s" % (name, self.lab.user(user),
+                                               ", ".join(map(str, expected))), flush=True)
+        self.check_state(user, expected)
+        checks = self.verify(user, expected, "before")
+        samples = {k: [] for k in KINDS}
+        mid = warm + n // 2
+        t_case = time.monotonic()
+        for rnd in range(warm + n):
+            order = KINDS[rnd % 3:] + KINDS[:rnd % 3]
+            round_fail = []
+            round_ms = {}
+            for kind in order:
+                dt, rc, err = self.timed_login(kind, user)
+                if rc != 0:
+                    round_fail.append({"kind": kind, "round": rnd, "rc": rc, "stderr": err})
+                round_ms[kind] = dt
+            # Verify the lab after every round: a cancelled job or a foreign one
+            # invalidates the case (and explains a failed login).
+            self.check_state(user, expected)
+            if round_fail:
+                if rnd >= warm:
+                    raise Broken("measured login(s) failed with the lab undisturbed: %s"
+                                 % round_fail)
+                self.note("warmup login failure (not measured): %s" % round_fail)
+            if rnd >= warm:
+                for kind, dt in round_ms.items():
+                    samples[kind].append(dt)
+            if rnd == mid:
+                checks += self.verify(user, expected, "middle")
+        checks += self.verify(user, expected, "after")
+        self.check_state(user, expected)
+        elapsed = time.monotonic() - t_case
+        self.cancel_own()
+        stats, ratios = summarize(samples)
+        return {"user": self.lab.user(user), "jobs": expected, "elapsed_s": elapsed,
+                "adopt_lines": {"c": self.lines[0], "py": self.lines[1]},
+                "py_module": py_module_info(self.lines[1]),
+                "stats": stats, "ratios": ratios, "placement_checks": checks,
+                "samples_ms": samples}
+
+    def run(self):
+        results = self.results
+        for name, default_user, njobs in CASES:
+            user = self.args.one_job_user if njobs == 1 else self.args.two_jobs_user
+            user = user or default_user
+            for attempt in (1, 2):
+                try:
+                    res = self.run_case(name, user, njobs)
+                    res["attempt"] = attempt
+                    results[name] = res
+                    break
+                except Disturbed as e:
+                    self.note("case %s attempt %d disturbed by another lab user: %s"
+                              % (name, attempt, e))
+                    self.cancel_own()
+                    if attempt == 2:
+                        raise
+                    self.note("re-submitting and retrying case %s once" % name)
+        return results
+
+
+# --------------------------------------------------------------------------- output
+
+def fmt_ratio(x):
+    return "n/a" if x is None else "%.2f" % x
+
+
+def _module_files(shim):
+    """{relative path: bytes} of the shim and its slurm_adopt package."""
+    here = os.path.dirname(shim)
+    out = {}
+    names = [os.path.basename(shim)]
+    pkg = os.path.join(here, "slurm_adopt")
+    if os.path.isdir(pkg):
+        names += [os.path.join("slurm_adopt", n) for n in sorted(os.listdir(pkg))
+                  if n.endswith(".py")]
+    for n in names:
+        try:
+            with open(os.path.join(here, n), "rb") as f:
+                out[n] = f.read()
+        except OSError:
+            out[n] = None
+    return out
+
+
+def py_module_info(py_line):
+    """Which module file the py line loads, compared with this checkout's."""
+    words = py_line.split()
+    path = next((w for w in words if w.endswith(".py")), "?")
+    mine = os.path.join(REPO, "roles", "adopt_module", "files", "pam_slurm_adopt.py")
+    if os.path.realpath(path) == os.path.realpath(mine):
+        vs = "this checkout"
+    elif _module_files(path) == _module_files(mine):
+        vs = "identical"
+    else:
+        vs = "different files"
+    return {"path": path, "vs_this_checkout": vs}
+
+
+def print_table(results):
+    print()
+    print("%-9s %-6s %10s %8s %12s %5s" % ("case", "kind", "median ms", "p90 ms",
+                                          "added ms", "n"))
+    print("-" * 55)
+    for name, res in results.items():
+        for kind in KINDS:
+            s = res["stats"][kind]
+            added = "-" if kind == "plain" else "%+.1f" % s["added_over_plain_ms"]
+            print("%-9s %-6s %10.1f %8.1f %12s %5d" % (name, kind, s["median_ms"], s["p90_ms"],
+                                                      added, s["n"]))
+        print("-" * 55)
+    for name, res in results.items():
+        module = res["py_module"]
+        print("%s: py module measured: %s%s" % (name, module["path"], {
+            "this checkout": "",
+            "identical": "  (another checkout; same files as this one)",
+        }.get(module["vs_this_checkout"], "  (WARNING: %s from this checkout's module)"
+              % module["vs_this_checkout"])))
+    print()
+    for name, res in results.items():
+        st, r = res["stats"], res["ratios"]
+        retry = " (after a retry: the first attempt was disturbed)" if res["attempt"] > 1 else ""
+        print("%s: python module adds %.1f ms vs C module's %.1f ms per login (ratio %s); "
+              "py/c total %.2f%s" % (name, st["py"]["added_over_plain_ms"],
+                                      st["c"]["added_over_plain_ms"],
+                                      fmt_ratio(r["added_py_over_added_c"]), r["py_over_c"],
+                                      retry))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lab", default="host", help="lab name (default: host)")
+    ap.add_argument("--logins", type=int, default=30,
+                    help="measured logins per kind per case (default: 30)")
+    ap.add_argument("--warmup", type=int, default=3,
+                    help="unmeasured rounds per case before measuring (default: 3)")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--one-job-user", default=None, help="user of the one-job case (alice)")
+    ap.add_argument("--two-jobs-user", default=None, help="user of the two-job case (bob)")
+    ap.add_argument("--lock-timeout", type=float, default=300,
+                    help="seconds to wait for the lab lock (default: 300)")
+    ap.add_argument("--settle", type=float, default=60,
+                    help="seconds to wait for the case's user to have no jobs and the adopt "
+                         "lines to be the defaults (default: 60)")
+    args = ap.parse_args(argv)
+    if args.logins < 1 or args.warmup < 0:
+        ap.error("--logins must be >= 1 and --warmup >= 0")
+
+    try:
+        lab = labctl.Lab.load(args.lab)
+        # Shared lab: the node is briefly "completing" after a cancel_all.
+        deadline = time.monotonic() + 30
+        while lab.check() and time.monotonic() < deadline:
+            time.sleep(1)
+        lab.ensure_up()
+    except labctl.LabError as e:
+        print("login_latency: %s" % e, file=sys.stderr)
+        return 2
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    print("lab %s (Slurm %s), %d CPU(s), %d measured logins per kind per case, %d warmup rounds"
+          % (lab.name, lab.slurm_version, os.cpu_count() or 0, args.logins, args.warmup),
+          flush=True)
+    bench = Bench(lab, args)
+    rc = 0
+    results = {}
+    error = None
+    t0 = time.monotonic()
+    try:
+        with lab.lock(timeout=args.lock_timeout):
+            try:
+                bench.run()
+            finally:
+                results = bench.results
+                bench.cancel_own()
+    except Broken as e:
+        error, rc = "broken login: %s" % e, 1
+    except Disturbed as e:
+        error, rc = "lab disturbed twice by other users, no valid numbers: %s" % e, 3
+    except Busy as e:
+        error, rc = "%s" % e, 3
+    except labctl.LabError as e:
+        error, rc = "lab error: %s" % e, 2
+    except subprocess.TimeoutExpired as e:
+        error, rc = "ssh timed out: %s" % e, 1
+    total = time.monotonic() - t0
+
+    if results:
+        print_table(results)
+    print("\ntotal run time %.0f s" % total)
+    if error:
+        print("login_latency: FAILED: %s" % error, file=sys.stderr)
+    if args.json:
+        doc = {
+            "date": started.isoformat(timespec="seconds"),
+            "host": platform.node(),
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "lab": lab.name,
+            "slurm_version": lab.slurm_version,
+            "module_path": lab.module_path,
+            "logins_per_kind": args.logins,
+            "warmup_rounds": args.warmup,
+            "total_s": total,
+            "ok": rc == 0,
+            "error": error,
+            "notes": bench.log,
+            "cases": results,
+        }
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
