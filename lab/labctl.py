@@ -747,8 +747,17 @@ class Lab:
                     problems.append(f"sshd {kind} (port {port}) not reachable: {e}")
         return problems
 
-    def ensure_up(self) -> None:
+    def ensure_up(self, timeout: float = 0) -> None:
+        """Raise LabError unless check() finds no problem (polling up to timeout s).
+
+        A node that is still "completing" the previous jobs counts as a
+        problem, so ensure_up(timeout=60) also waits for that to settle.
+        """
+        deadline = time.monotonic() + timeout
         problems = self.check()
+        while problems and time.monotonic() < deadline:
+            time.sleep(1)
+            problems = self.check()
         if problems:
             raise LabError(f"lab {self.name} is not healthy:\n  " + "\n  ".join(problems))
 

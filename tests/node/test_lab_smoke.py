@@ -37,8 +37,8 @@ def lab() -> Lab:
         if os.environ.get("ADOPT_LAB_REQUIRED") == "1":
             pytest.fail(f"ADOPT_LAB_REQUIRED=1 but {e}")
         pytest.skip(str(e))
-    lab.ensure_up()
     with lab.lock():  # keep concurrent test runs from cancelling our jobs
+        lab.ensure_up(timeout=60)
         yield lab
 
 
