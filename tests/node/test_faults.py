@@ -21,7 +21,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def lab_up(lab):
     """Restart whatever a fault test stopped (the lab's up.sh is idempotent)."""
     script = os.path.join(REPO, "lab", lab.name, "up.sh")
-    subprocess.run(["bash", script], check=True, stdout=subprocess.DEVNULL, timeout=300)
+    # The test session holds the lab lock (conftest); up.sh must not wait for it.
+    env = dict(os.environ, TRIXIE_LAB_LOCKED="1")
+    subprocess.run(["bash", script], check=True, stdout=subprocess.DEVNULL, timeout=300, env=env)
 
 
 def pids(pattern):
