@@ -93,9 +93,14 @@ if ! is_mnt "$ROOT/run"; then
     chmod 0755 "$ROOT/run/sshd"
 fi
 mkdir -p "$ROOT$MODULE_DIR_IN_ROOT"
-# Re-bind when a different checkout runs up.sh (the source is recorded in the chroot's /run).
-if is_mnt "$ROOT$MODULE_DIR_IN_ROOT" && [ "$(cat "$ROOT/run/lab-module-src" 2>/dev/null)" != "$MODULE_SRC" ]; then
-    umount "$ROOT$MODULE_DIR_IN_ROOT" || umount -l "$ROOT$MODULE_DIR_IN_ROOT"
+# Re-bind when a different checkout runs up.sh (the source is recorded in the chroot's /run)
+# or when the bound directory was deleted meanwhile (mountinfo root ends in //deleted).
+if is_mnt "$ROOT$MODULE_DIR_IN_ROOT"; then
+    bound=$(awk -v m="$ROOT$MODULE_DIR_IN_ROOT" '$5 == m { r = $4 } END { print r }' /proc/self/mountinfo)
+    if [ "$(cat "$ROOT/run/lab-module-src" 2>/dev/null)" != "$MODULE_SRC" ] || [[ $bound == *//deleted ]]; then
+        log "re-binding $MODULE_DIR_IN_ROOT to $MODULE_SRC (was ${bound:-?})"
+        umount "$ROOT$MODULE_DIR_IN_ROOT" || umount -l "$ROOT$MODULE_DIR_IN_ROOT"
+    fi
 fi
 if ! is_mnt "$ROOT$MODULE_DIR_IN_ROOT"; then
     if [ -d "$MODULE_SRC" ]; then
