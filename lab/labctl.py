@@ -236,6 +236,22 @@ def _wait(pred, timeout: float, what: str, interval: float = 0.1):
 
 # --------------------------------------------------------------------------- the lab
 
+def _listening(path: str) -> bool:
+    """A step socket that still accepts connections (a crashed stepd leaves a
+    socket file that refuses them: that step is gone)."""
+    if not os.path.exists(path):
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(2)
+        try:
+            s.connect(path)
+        except ConnectionRefusedError:
+            return False
+        except OSError:
+            return True
+    return True
+
+
 class Lab:
     """One lab, as described by its state JSON."""
 
@@ -512,7 +528,7 @@ class Lab:
                 return False
             if any(j["id"] in ids for j in active):
                 return False
-            return not any(os.path.exists(self.extern_socket(i)) for i in ids)
+            return not any(_listening(self.extern_socket(i)) for i in ids)
 
         try:
             _wait(gone, timeout, f"jobs {ids or 'all'} to end")
