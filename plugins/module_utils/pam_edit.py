@@ -360,6 +360,8 @@ def plan_present(params, source=None):
         source = FileSource(params['root'], params['pamd_dir'], params['vendor_dir'])
     plan = Plan()
     lines = desired_lines(params)
+    if params['admin_access'] == 'pam_access':
+        access_block(params['access_rules'])      # validates the rules
     check_lockout(params)
     manifest = load_manifest(source, params['state_dir'])
 

@@ -519,6 +519,14 @@ def _succeed_if_system_only(args, max_uid=1000):
     return False
 
 
+def _succeed_if_named_users(args):
+    """pam_succeed_if whose only condition names users or a group
+    ('user ingroup wheel', 'user = root', 'user in a:b')."""
+    flags = set(['quiet', 'quiet_success', 'quiet_fail', 'audit', 'debug', 'use_uid'])
+    conds = [a for a in args if a not in flags]
+    return len(conds) == 3 and conds[0] == 'user' and conds[1] in ('ingroup', '=', 'eq', 'in')
+
+
 def classify_terminator(line, adopt_idx=None, idx=None, top=None):
     """Why ``line`` can end the account stack with success before adopt.
 
@@ -573,7 +581,7 @@ def classify_terminator(line, adopt_idx=None, idx=None, top=None):
         return ('system_users', reason)
     if line.added_tag == 'admin_access' or name in ('pam_listfile.so', 'pam_access.so'):
         return ('admin_bypass', reason)
-    if name == 'pam_succeed_if.so' and ('ingroup' in line.args or 'user' in line.args):
+    if name == 'pam_succeed_if.so' and _succeed_if_named_users(line.args):
         return ('admin_bypass', reason)
     return ('short_circuit', reason)
 

@@ -64,10 +64,10 @@ def test_adopt_prerequisites_edit_the_right_files(capsys, cluster):
     result = run(capsys, path=main, **ADOPT)
     assert result["rc"] == 0 and result["changed"] is True
     assert sorted(result["changed_files"]) == sorted([main, prolog])
-    assert result["keys"]["PrologFlags"] == {"before": "X11,Alloc", "after": "X11,Alloc,Contain",
+    assert result["edits"]["PrologFlags"] == {"before": "X11,Alloc", "after": "X11,Alloc,Contain",
                                              "file": prolog, "action": "changed"}
-    assert result["keys"]["TaskPlugin"]["after"] == "task/affinity,task/cgroup"
-    assert result["keys"]["ProctrackType"]["action"] == "changed"
+    assert result["edits"]["TaskPlugin"]["after"] == "task/affinity,task/cgroup"
+    assert result["edits"]["ProctrackType"]["action"] == "changed"
     assert sorted(result["changed_keys"]) == ["ProctrackType", "PrologFlags", "TaskPlugin"]
     after = snapshot(cluster)
     # only these two files changed, and each only in the edited lines
@@ -122,7 +122,7 @@ def test_missing_key_appended_to_main_file(capsys, tmp_path):
     assert result["changed"] is True
     assert path.read_text() == ("ClusterName=x\nNodeName=n1 CPUs=1\n"
                                 "ProctrackType=proctrack/cgroup\nPrologFlags=Contain\nTaskPlugin=task/cgroup\n")
-    assert result["keys"]["PrologFlags"]["action"] == "added"
+    assert result["edits"]["PrologFlags"]["action"] == "added"
 
 
 def test_state_absent(capsys, cluster):
@@ -130,7 +130,7 @@ def test_state_absent(capsys, cluster):
     result = run(capsys, path=main, state="absent", merge={"PrologFlags": ["x11"]},
                  settings={"KillWait": None})
     assert result["changed"] is True
-    assert result["keys"]["PrologFlags"]["after"] == "Alloc"
+    assert result["edits"]["PrologFlags"]["after"] == "Alloc"
     with open(main) as handle:
         assert "\nInactiveLimit=0 MinJobAge=300\n" in handle.read()
 
@@ -140,7 +140,7 @@ def test_merge_items_as_comma_string(capsys, tmp_path):
     path.write_text("TaskPlugin=affinity\n")
     result = run(capsys, path=str(path), merge={"TaskPlugin": "task/cgroup, task/affinity"})
     assert path.read_text() == "TaskPlugin=affinity,task/cgroup\n"
-    assert result["keys"]["TaskPlugin"]["before"] == "affinity"
+    assert result["edits"]["TaskPlugin"]["before"] == "affinity"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -168,5 +168,5 @@ def test_lab_slurm_conf_copy(capsys, tmp_path):
     shutil.copy(os.path.join(FIXTURES, "lab-22.05-slurm.conf"), str(path))
     result = run(capsys, path=str(path), **ADOPT)
     assert result["changed"] is False
-    assert result["keys"]["PrologFlags"]["before"] == "contain"
-    assert result["keys"]["TaskPlugin"]["before"] == "task/cgroup,task/affinity"
+    assert result["edits"]["PrologFlags"]["before"] == "contain"
+    assert result["edits"]["TaskPlugin"]["before"] == "task/cgroup,task/affinity"

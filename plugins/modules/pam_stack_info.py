@@ -1,0 +1,233 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: (c) 2026, hpc.slurm_adopt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+__metaclass__ = type
+
+DOCUMENTATION = r'''
+---
+module: pam_stack_info
+short_description: Show the effective PAM stack of a service and check pam_slurm_adopt's place in it
+version_added: "0.1.0"
+description:
+  - Read-only. Parses the service's PAM file and everything it includes (C(@include), C(include), C(substack))
+    with the same parser as M(hpc.slurm_adopt.pam_adopt) and returns the effective stack of one type, with the
+    origin of each rule (file, line, include chain).
+  - Also returns every file reachable from the service (any type), where C(pam_systemd.so) is still active, the
+    rules that can end the account stack before the adopt rule, and whether the adopt rule is last.
+  - Meant for health checks and molecule verify; it never changes anything.
+author:
+  - hpc.slurm_adopt contributors
+options:
+  service:
+    description: PAM service name (a file in O(pamd_dir); C(other) is used when it does not exist, as Linux-PAM does).
+    type: str
+    default: sshd
+  type:
+    description: Module type whose effective stack is returned in RV(stack).
+    type: str
+    choices: [account, auth, password, session]
+    default: account
+  root:
+    description: Inspect the tree below this directory instead of C(/).
+    type: path
+    default: /
+  pamd_dir:
+    description: PAM configuration directory, as seen on the node.
+    type: path
+    default: /etc/pam.d
+  vendor_dir:
+    description: Vendor PAM directory searched after O(pamd_dir).
+    type: path
+    default: /usr/lib/pam.d
+  adopt_match:
+    description:
+      - How the adopt rule is recognised. V(managed) accepts only the rule written by M(hpc.slurm_adopt.pam_adopt);
+        V(any) accepts any rule whose module or arguments mention C(pam_slurm_adopt).
+    type: str
+    choices: [managed, any]
+    default: any
+seealso:
+  - module: hpc.slurm_adopt.pam_adopt
+attributes:
+  check_mode:
+    support: full
+    description: Read-only; the same in check mode.
+  diff_mode:
+    support: none
+    description: Nothing to diff.
+'''
+
+EXAMPLES = r'''
+---
+- name: Inspect the sshd account stack
+  hpc.slurm_adopt.pam_stack_info:
+    service: sshd
+  register: sshd_pam
+
+- name: The node is healthy
+  ansible.builtin.assert:
+    that:
+      - sshd_pam.adopt_last
+      - sshd_pam.pam_systemd | length == 0
+      - sshd_pam.short_circuits | length == 0
+    fail_msg: "{{ sshd_pam.problems }}"
+'''
+
+RETURN = r'''
+service_file:
+  description: The file Linux-PAM reads for the service (C(other) when the service has none).
+  returned: always
+  type: str
+  sample: /etc/pam.d/sshd
+stack:
+  description: >-
+    Effective stack of O(type) in evaluation order. Each rule has file, line, text, type, dash, control,
+    module, args, managed (tag of a rule written by pam_adopt or null), include_chain (list of file/line/via)
+    and substack_depth.
+  returned: always
+  type: list
+  elements: dict
+files:
+  description: Every file reachable from the service for any type, in order.
+  returned: always
+  type: list
+  elements: str
+  sample: [/etc/pam.d/sshd, /etc/pam.d/common-auth, /etc/pam.d/common-account]
+pam_systemd:
+  description: Active C(pam_systemd.so) rules (any type) in the reachable files.
+  returned: always
+  type: list
+  elements: dict
+adopt_rule:
+  description: The adopt rule found in the account stack (last one), or null.
+  returned: always
+  type: dict
+adopt_last:
+  description: >-
+    True when an adopt rule is in the top level of the account stack and only the pam_access rule
+    written by pam_adopt may follow it.
+  returned: always
+  type: bool
+after_adopt:
+  description: Account rules evaluated after the adopt rule.
+  returned: always
+  type: list
+  elements: dict
+short_circuits:
+  description: >-
+    Account rules before adopt that can end the stack successfully for an ordinary user (to be fixed).
+  returned: always
+  type: list
+  elements: dict
+kept_terminators:
+  description: Rules before adopt that can end the stack but are considered harmless (system_users, admin_bypass, expired_password).
+  returned: always
+  type: list
+  elements: dict
+disabled_by_us:
+  description: Lines disabled by pam_adopt (file, line, reason).
+  returned: always
+  type: list
+  elements: dict
+missing_includes:
+  description: Included files that do not exist.
+  returned: always
+  type: list
+  elements: dict
+errors:
+  description: Problems that make Linux-PAM fail the stack (unparsable lines, missing includes, loops).
+  returned: always
+  type: list
+  elements: str
+problems:
+  description: Human-readable summary of everything that is not as pam_slurm_adopt needs it (empty when healthy).
+  returned: always
+  type: list
+  elements: str
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
+    FileSource, effective_stack, analyse_account, reachable_files, is_adopt_rule,
+)
+
+
+def inspect(params):
+    source = FileSource(params['root'], params['pamd_dir'], params['vendor_dir'])
+    service = params['service']
+    stack = effective_stack(source, service, params['type'])
+    account = stack if params['type'] == 'account' else effective_stack(source, service, 'account')
+    if params['adopt_match'] == 'managed':
+        predicate = lambda line: line.added_tag == 'adopt'  # noqa: E731
+    else:
+        predicate = is_adopt_rule
+    result = analyse_account(account, predicate)
+    files = reachable_files(source, service)
+    systemd = []
+    ours = []
+    for path in files:
+        for line in source.load(path).lines:
+            if line.kind == 'rule' and line.module_name == 'pam_systemd.so':
+                systemd.append(line.to_dict())
+            if line.disabled_tag:
+                ours.append({'file': path, 'line': line.lineno, 'reason': line.disabled_tag,
+                             'text': line.raw.rstrip('\n')})
+    after = [e.to_dict() for e in result['after_adopt']]
+    adopt_last = result['adopt_index'] is not None and all(e['managed'] == 'admin_access' for e in after)
+    shorts = [t for t in result['terminators'] if t['classification'] == 'short_circuit']
+    kept = [t for t in result['terminators'] if t['classification'] != 'short_circuit']
+    problems = list(account.errors)
+    if result['adopt_index'] is None:
+        problems.append('no pam_slurm_adopt rule in the %s account stack' % service)
+    elif not adopt_last:
+        problems.append('pam_slurm_adopt is not last in the account stack: followed by %s'
+                        % ', '.join('%s:%d' % (e['file'], e['line']) for e in after))
+    for term in shorts:
+        problems.append('%s:%d can end the account stack before pam_slurm_adopt (%s)'
+                        % (term['file'], term['line'], term['reason']))
+    for line in systemd:
+        problems.append('pam_systemd is active at %s:%d' % (line['file'], line['line']))
+    return dict(
+        changed=False,
+        service_file=stack.path,
+        stack=[e.to_dict() for e in stack.entries],
+        files=files,
+        pam_systemd=systemd,
+        adopt_rule=account.entries[result['adopt_index']].to_dict() if result['adopt_index'] is not None else None,
+        adopt_last=adopt_last,
+        after_adopt=after,
+        short_circuits=shorts,
+        kept_terminators=kept,
+        disabled_by_us=ours,
+        missing_includes=[{'name': n, 'file': f, 'line': ln} for n, f, ln in stack.missing],
+        errors=list(stack.errors),
+        problems=problems,
+    )
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            service=dict(type='str', default='sshd'),
+            type=dict(type='str', default='account', choices=['account', 'auth', 'password', 'session']),
+            root=dict(type='path', default='/'),
+            pamd_dir=dict(type='path', default='/etc/pam.d'),
+            vendor_dir=dict(type='path', default='/usr/lib/pam.d'),
+            adopt_match=dict(type='str', default='any', choices=['managed', 'any']),
+        ),
+        supports_check_mode=True,
+    )
+    service = module.params['service']
+    if not service or '/' in service:
+        module.fail_json(msg='service: %r is not a PAM service name' % service)
+    try:
+        module.exit_json(**inspect(module.params))
+    except (IOError, OSError) as exc:
+        module.fail_json(msg='cannot read PAM configuration: %s' % exc)
+
+
+if __name__ == '__main__':
+    main()
