@@ -13,7 +13,7 @@ short_description: Set keys and merge list items in slurm.conf, keeping everythi
 version_added: "0.1.0"
 description:
   - Edits global settings of a C(slurm.conf)-format file (slurm.conf, cgroup.conf, ...)
-    the way an administrator would by hand: only the value concerned changes, in the
+    the way an administrator would by hand. Only the value concerned changes, in the
     line and the file (main or included) that holds the definition Slurm uses.
   - Comments, blank lines, line order, line continuations, the spelling of keys
     and every other pair of a line are kept. Keys are matched case-insensitively.
@@ -118,7 +118,7 @@ files:
   type: list
   elements: str
   sample: [/etc/slurm/slurm.conf, /etc/slurm/slurm.conf.d/local.conf]
-keys:
+edits:
   description:
     - Per key of O(settings) and O(merge), as spelled in the task, what happened.
     - C(action) is one of C(unchanged), C(changed), C(added), C(removed).
@@ -128,7 +128,7 @@ keys:
   sample:
     PrologFlags: {before: "Alloc,X11", after: "Alloc,X11,Contain", file: /etc/slurm/slurm.conf, action: changed}
 changed_keys:
-  description: The keys of RV(keys) whose action is not C(unchanged).
+  description: The keys of RV(edits) whose action is not C(unchanged).
   returned: always
   type: list
   elements: str
@@ -229,7 +229,7 @@ def main():
         changed=bool(changed_files),
         changed_files=[f.path for f in changed_files],
         files=list(conf.order),
-        keys=keys,
+        edits=keys,
         changed_keys=[key for key, info in keys.items() if info["action"] != "unchanged"],
     )
     for warning in sorted(set(conf.warnings)):
