@@ -272,6 +272,12 @@ for kind in "${KINDS[@]}"; do
     } | write_if_changed "/etc/pam.d/sshd-lab-$kind" 644 && log "pam: wrote /etc/pam.d/sshd-lab-$kind" || true
 done
 [ -e "$MODULE_PATH" ] || log "pam: note: $MODULE_PATH does not exist yet; sshd-lab-py logins will fail until it does"
+# Byte-compile the package, as the adopt_module role does on a node: pam_python runs with
+# dont_write_bytecode, so without .pyc files every login compiles it from source.
+pkg=$(dirname "$MODULE_PATH")/slurm_adopt
+if [ -d "$pkg" ]; then
+    /usr/bin/python3 -m compileall -q "$pkg" >/dev/null || log "pam: WARNING: compileall $pkg failed"
+fi
 
 # ---------------------------------------------------------------- sshd x3
 [ -s "$LAB/etc/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C slurm-adopt-lab-host -f "$LAB/etc/ssh_host_ed25519_key"

@@ -112,6 +112,20 @@ if ! is_mnt "$ROOT$MODULE_DIR_IN_ROOT"; then
     fi
 fi
 [ -f "$MODULE_SRC/pam_slurm_adopt.py" ] || log "note: $MODULE_SRC/pam_slurm_adopt.py does not exist yet"
+# Byte-compile the package for the chroot's Python, as the adopt_module role does on a
+# node: pam_python runs with dont_write_bytecode, so without these .pyc files every login
+# would compile the whole package from source. The bind above is read-only, so compile
+# through a temporary read-write bind; -d keeps the in-chroot path in the code objects.
+if [ -d "$MODULE_SRC/slurm_adopt" ]; then
+    tmpbind=$ROOT/run/lab-module-compile
+    mkdir -p "$tmpbind"
+    if mount --bind "$MODULE_SRC" "$tmpbind"; then
+        chroot "$ROOT" /usr/bin/python3 -m compileall -q -d "$MODULE_DIR_IN_ROOT/slurm_adopt" \
+            /run/lab-module-compile/slurm_adopt >/dev/null || log "WARNING: compileall in the chroot failed"
+        umount "$tmpbind"
+    fi
+    rmdir "$tmpbind" 2>/dev/null || true
+fi
 
 # ------------------------------------------------------------------ users (same uid/gid as host)
 # Same scheme as lab/host/up.sh, so whichever lab is brought up first, the host ends up

@@ -7,7 +7,6 @@ import os
 import sys
 
 from .sockets import socket
-from .callerid import CallerConn, own_netinfo
 from .constants import (LOG_LEVEL_DEBUG5, LOG_LEVEL_END, LOG_LEVEL_NAMES, PAM_IGNORE, PAM_RC_NAMES,
                         PAM_SUCCESS)
 from .flow import Adopter, PamContext, report_option_problems, run_safely
@@ -38,6 +37,7 @@ class PamPythonContext(PamContext):
         self.pamh.env[name] = value
 
     def netinfo(self):
+        from .callerid import own_netinfo
         return own_netinfo("self")
 
 
@@ -89,6 +89,7 @@ class PamExecContext(PamContext):
         pass
 
     def netinfo(self):
+        from .callerid import own_netinfo
         return own_netinfo(self.pid)
 
 
@@ -142,6 +143,7 @@ class ExplainContext(PamContext):
 def _explain_conn(rhost, rport, lhost, lport):
     if not rhost:
         return None
+    from .callerid import CallerConn
     af = socket.AF_INET6 if ":" in rhost else socket.AF_INET
     if not lhost:
         probe = socket.socket(af, socket.SOCK_DGRAM)

@@ -6,16 +6,28 @@
 import os
 import pwd
 
-from .callerid import callerid_rpc
 from .constants import (MSG_ADOPT_FAILED_26_05, MSG_ADOPT_FAILED_LEGACY, MSG_NO_JOBS,
                         MSG_NO_STEP_LIST, MSG_UNKNOWN_SOURCE, NO_VAL, PAM_BAD_ITEM, PAM_IGNORE,
                         PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, PROTOCOL_22_05,
                         PROTOCOL_26_05, RPC_TIMEOUT_CAP, SLURM_EXTERN_CONT, TOTAL_BUDGET,
                         AdoptError, ConfigError, MungeError, RpcError, StepdError, StepdTimeout)
-from .newest import pick_newest
 from .options import ACTION_ALLOW, ACTION_DENY, generic_failure_rc
 from .slurmconf import SlurmConfig, find_slurm_conf, guess_nodename
 from .stepd import Deadline, StepdConnection, list_steps, setns
+
+
+def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
+    """callerid.callerid_rpc, imported on first use: only a user with several
+    jobs on the node needs it, and the one-job login path should not pay for
+    loading it."""
+    from .callerid import callerid_rpc as rpc
+    return rpc(conn, port, version, munge_socket, timeout, deadline)
+
+
+def pick_newest(steps, conf, uid, opts, nodename, version, log):
+    """newest.pick_newest, imported on first use (see callerid_rpc)."""
+    from .newest import pick_newest as pick
+    return pick(steps, conf, uid, opts, nodename, version, log)
 
 
 class PamContext(object):
