@@ -449,8 +449,10 @@ class SlurmConf(object):
         if pair.op:
             raise SlurmConfError("%s: %s%s= (an operator assignment) is not edited"
                                  % (definition.conf_file.path, pair.key, pair.op))
-        definition.conf_file.replace_span(definition.entry, pair.value_start, pair.end,
-                                          format_value(value))
+        text = format_value(value)
+        if pair.quoted and not text.startswith('"'):
+            text = '"%s"' % text
+        definition.conf_file.replace_span(definition.entry, pair.value_start, pair.end, text)
 
     def _result(self, key, before, after, definition, action):
         path = definition.conf_file.path if definition else self.path

@@ -197,7 +197,7 @@ def test_set_one_pair_of_a_multi_pair_line(cluster):
 def test_set_quoted_value_stays_quoted(cluster):
     conf = sc.SlurmConf(str(cluster / "slurm.conf"))
     conf.set("SchedulerParameters", "bf_continue")
-    assert "SchedulerParameters=bf_continue   # quoted value with blanks\n" in conf.main.text
+    assert 'SchedulerParameters="bf_continue"   # quoted value with blanks\n' in conf.main.text
     conf.set("SchedulerParameters", "a b")
     assert 'SchedulerParameters="a b"   # quoted value with blanks\n' in conf.main.text
 
@@ -318,3 +318,10 @@ def test_operator_assignment_is_not_edited(tmp_path):
     conf = sc.SlurmConf(path)
     with pytest.raises(sc.SlurmConfError, match="operator"):
         conf.merge("PrologFlags", ["Contain"])
+
+
+def test_merge_into_quoted_list(tmp_path):
+    path = write(tmp_path / "slurm.conf", 'PrologFlags="Alloc"\n')
+    conf = sc.SlurmConf(path)
+    conf.merge("PrologFlags", ["Contain"])
+    assert conf.main.text == 'PrologFlags="Alloc,Contain"\n'
