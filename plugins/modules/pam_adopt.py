@@ -43,13 +43,15 @@ options:
     default: [sshd]
   interface:
     description:
-      - How PAM runs the Python module. V(pam_python) gives
+      - How PAM runs the Python module. V(auto) picks V(pam_python) when C(pam_python.so) is found in
+        O(module_dirs) on the node, else V(pam_exec) (the choice is returned in RV(interface)).
+      - V(pam_python) gives
         C(account <control> pam_python.so <script> <options>); V(pam_exec) gives
         C(account <control> pam_exec.so <pam_exec_args> <python> <script> pam-exec <options>)
         (pam_exec cannot return PAM_IGNORE nor set the session environment, see docs/differences.md).
     type: str
-    choices: [pam_python, pam_exec]
-    default: pam_python
+    choices: [auto, pam_python, pam_exec]
+    default: auto
   control:
     description:
       - Control flag of the adopt rule. Defaults to V(sufficient) when O(admin_access=pam_access)
@@ -248,6 +250,11 @@ kept:
   returned: state=present
   type: list
   elements: dict
+interface:
+  description: The interface used (V(auto) resolved).
+  returned: state=present
+  type: str
+  sample: pam_python
 restored:
   description: Files restored byte for byte from the stored originals.
   returned: always
@@ -259,7 +266,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_edit import (
-    PlanError, plan_present, plan_absent, commit, adopt_rule_words,
+    PlanError, plan_present, plan_absent, commit, adopt_rule_words, module_exists,
 )
 
 
@@ -267,7 +274,7 @@ def argument_spec():
     return dict(
         state=dict(type='str', default='present', choices=['present', 'absent']),
         services=dict(type='list', elements='str', default=['sshd']),
-        interface=dict(type='str', default='pam_python', choices=['pam_python', 'pam_exec']),
+        interface=dict(type='str', default='auto', choices=['auto', 'pam_python', 'pam_exec']),
         control=dict(type='str', choices=['required', 'sufficient']),
         dash=dict(type='bool', default=False),
         script=dict(type='path', default='/usr/lib/slurm-adopt/pam_slurm_adopt.py'),
@@ -303,6 +310,9 @@ def check_params(params):
     for key in ('pamd_dir', 'state_dir', 'script', 'python', 'access_file', 'listfile_path'):
         if not params[key].startswith('/'):
             return '%s must be an absolute path, got %r' % (key, params[key])
+    if params['interface'] == 'auto':
+        found = module_exists(params['root'], 'pam_python.so', params['module_dirs'])
+        params['interface'] = 'pam_python' if found else 'pam_exec'
     if params['control'] is None:
         params['control'] = 'sufficient' if params['admin_access'] == 'pam_access' else 'required'
     if params['admin_access'] == 'pam_access' and params['control'] != 'sufficient':
@@ -348,6 +358,7 @@ def run(module):
                   warnings=list(plan.warnings))
     if params['state'] == 'present':
         mod, args = adopt_rule_words(params)
+        result['interface'] = params['interface']
         result['adopt_rule'] = ' '.join([('-' if params['dash'] else '') + 'account', params['control'], mod] + args)
         result['added'] = plan.added
         result['disabled'] = plan.disabled

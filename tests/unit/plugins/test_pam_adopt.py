@@ -448,3 +448,15 @@ def test_unmark_is_the_inverse_of_every_edit():
     assert edited.count('#hpc.slurm_adopt:') == 3
     assert [ln.kind for ln in ps.parse(edited).lines].count('rule') == 2
     assert pe.unmark(edited) == text
+
+
+@pytest.mark.parametrize('modules, expected', [
+    (('pam_python.so', 'pam_exec.so', 'pam_access.so'), 'pam_python'),
+    (('pam_exec.so', 'pam_access.so'), 'pam_exec'),
+])
+def test_interface_auto(tmp_path, adopt, modules, expected):
+    root = make_root(tmp_path, 'debian13', modules=modules)
+    ret = adopt(root, interface='auto')
+    assert not ret.failed, ret.result
+    assert ret.result['interface'] == expected
+    assert ('%s.so' % expected) in ret.result['adopt_rule']
