@@ -10,8 +10,11 @@ The file is read the way Slurm's parser reads it (src/common/parse_config.c):
 * a physical line whose code part ends in an odd number of backslashes
   (optionally followed by blanks) continues on the next line;
 * ``Include <file>`` (case-insensitive) reads another file in place; a relative
-  name is looked up in the directory of the including file, ``%c`` is replaced
-  by the lower-cased ClusterName, and glob patterns are expanded (sorted);
+  name is looked up in the directory of the including file (22.05; 24.11 and
+  later use slurm.conf's directory, the same for Includes in slurm.conf
+  itself), ``%c`` is replaced by the lower-cased ClusterName.  Glob patterns
+  are expanded (sorted) here, with a warning: Slurm itself does not expand
+  them;
 * every other line is a list of ``Key=Value`` pairs; values are unquoted
   without blanks, or double-quoted; keys are case-insensitive;
 * ``NodeName``, ``PartitionName``, ``FrontendName``, ``NodeSet`` and
@@ -388,6 +391,10 @@ class SlurmConf(object):
         if not os.path.isabs(name):
             name = os.path.join(os.path.dirname(including), name)
         if any(char in name for char in "*?["):
+            self.warnings.append(
+                "%s: Include %s is a glob pattern; it is followed here, but Slurm itself (22.05 to 26.05) "
+                "does not expand globs in Include (22.05 fails to read the file, 24.11 and later skip it "
+                "with an error), so keys in those files may have no effect" % (including, name))
             matches = sorted(glob.glob(name))
             if not matches:
                 self.warnings.append("%s: Include %s matches no file" % (including, name))

@@ -145,6 +145,12 @@ def test_glob_without_match_is_a_warning(tmp_path):
     assert any("matches no file" in w for w in conf.warnings)
 
 
+def test_glob_include_is_followed_with_a_warning(cluster):
+    conf = sc.SlurmConf(str(cluster / "slurm.conf"))
+    assert conf.get("PrologFlags") == "X11,Alloc"
+    assert any("does not expand globs" in w for w in conf.warnings)
+
+
 # ------------------------------------------------------------------ editing
 def test_merge_into_included_file_keeps_comment_and_order(cluster):
     conf = sc.SlurmConf(str(cluster / "slurm.conf"))

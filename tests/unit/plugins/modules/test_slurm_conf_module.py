@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -170,3 +171,39 @@ def test_lab_slurm_conf_copy(capsys, tmp_path):
     assert result["changed"] is False
     assert result["edits"]["PrologFlags"]["before"] == "contain"
     assert result["edits"]["TaskPlugin"]["before"] == "task/cgroup,task/affinity"
+
+
+LAB_CONF = "/var/lib/slurm-adopt-lab/host/etc/slurm.conf"
+
+
+def lab_scontrol(conf):
+    return subprocess.run(["scontrol", "show", "config"], env=dict(os.environ, SLURM_CONF=conf),
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+@pytest.mark.node
+def test_real_slurm_parses_the_edited_files(capsys, tmp_path):
+    """Slurm 22.05's own parser (scontrol, against the running lab controller,
+    read-only) rejects the broken copy of the lab's slurm.conf and accepts the
+    module's edit of it, Include file included."""
+    if not os.path.exists(LAB_CONF) or lab_scontrol(LAB_CONF).returncode != 0:
+        if os.environ.get("ADOPT_LAB_REQUIRED"):
+            pytest.fail("the host lab is not up")
+        pytest.skip("the host lab is not up")
+    with open(LAB_CONF) as handle:
+        text = handle.read()
+    text = (text.replace("PrologFlags=contain\n", "PrologFlags=X11\n")
+            .replace("TaskPlugin=task/cgroup,task/affinity\n", "TaskPlugin=affinity\n")
+            .replace("ProctrackType=proctrack/cgroup\n", "Include site.conf\n"))
+    assert "Include site.conf" in text and "PrologFlags=X11\n" in text
+    (tmp_path / "slurm.conf").write_text(text)
+    (tmp_path / "site.conf").write_text("# site\nProctrackType=proctrack/linuxproc # site choice\n")
+    before = lab_scontrol(str(tmp_path / "slurm.conf"))
+    assert before.returncode != 0 and "Invalid combination" in before.stderr
+
+    result = run(capsys, path=str(tmp_path / "slurm.conf"), **ADOPT)
+    assert sorted(result["changed_files"]) == sorted([str(tmp_path / "slurm.conf"), str(tmp_path / "site.conf")])
+    assert (tmp_path / "site.conf").read_text() == "# site\nProctrackType=proctrack/cgroup # site choice\n"
+    after = lab_scontrol(str(tmp_path / "slurm.conf"))
+    assert after.returncode == 0, after.stderr
+    assert "error" not in after.stderr.lower()
