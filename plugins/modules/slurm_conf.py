@@ -25,7 +25,7 @@ description:
   - Files are written atomically (temporary file in the same directory, then
     rename); their mode, owner and group are kept.
 author:
-  - hpc.slurm_adopt maintainers
+  - hpc.slurm_adopt maintainers (@hpc-slurm-adopt)
 options:
   path:
     description:

@@ -19,7 +19,7 @@ description:
     where the module runs, so they change only after slurmctld was restarted or
     reconfigured.
 author:
-  - hpc.slurm_adopt maintainers
+  - hpc.slurm_adopt maintainers (@hpc-slurm-adopt)
 options:
   scontrol:
     description:

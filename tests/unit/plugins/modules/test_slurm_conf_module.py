@@ -66,7 +66,7 @@ def test_adopt_prerequisites_edit_the_right_files(capsys, cluster):
     assert result["rc"] == 0 and result["changed"] is True
     assert sorted(result["changed_files"]) == sorted([main, prolog])
     assert result["edits"]["PrologFlags"] == {"before": "X11,Alloc", "after": "X11,Alloc,Contain",
-                                             "file": prolog, "action": "changed"}
+                                              "file": prolog, "action": "changed"}
     assert result["edits"]["TaskPlugin"]["after"] == "task/affinity,task/cgroup"
     assert result["edits"]["ProctrackType"]["action"] == "changed"
     assert sorted(result["changed_keys"]) == ["ProctrackType", "PrologFlags", "TaskPlugin"]
