@@ -6,6 +6,7 @@
 import os
 import struct
 
+from . import munge
 from .sockets import socket
 from .constants import (AUTH_PLUGIN_MUNGE, HASH_PLUGIN_NONE, MUNGE_TIMEOUT, NO_VAL, PROTOCOL_22_05,
                         PROTOCOL_25_11, PROTOCOL_VERSIONS, REQUEST_NETWORK_CALLERID,
@@ -211,59 +212,9 @@ def unpack_callerid_response(message):
 
 
 def munge_encode(payload, socket_path, timeout):
-    """A munge credential over payload, through libmunge, time-bounded."""
-    import ctypes
-    import threading
-    if socket_path:
-        probe_path = socket_path
-    else:
-        probe_path = "/run/munge/munge.socket.2"
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(timeout)
-    try:
-        probe.connect(probe_path)
-    except (OSError, socket.error) as exc:
-        raise MungeError("munged is not reachable at %s: %s" % (probe_path, exc))
-    finally:
-        probe.close()
-    try:
-        lib = ctypes.CDLL("libmunge.so.2")
-    except OSError as exc:
-        raise MungeError("cannot load libmunge.so.2: %s" % exc)
-    lib.munge_encode.restype = ctypes.c_int
-    lib.munge_encode.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_void_p,
-                                 ctypes.c_char_p, ctypes.c_int]
-    lib.munge_ctx_create.restype = ctypes.c_void_p
-    lib.munge_ctx_destroy.argtypes = [ctypes.c_void_p]
-    lib.munge_strerror.restype = ctypes.c_char_p
-    result = {}
-
-    def work():
-        ctx = None
-        if socket_path:
-            ctx = lib.munge_ctx_create()
-            lib.munge_ctx_set(ctypes.c_void_p(ctx), ctypes.c_int(8),     # MUNGE_OPT_SOCKET
-                              ctypes.c_char_p(socket_path.encode()))
-        cred = ctypes.c_char_p()
-        err = lib.munge_encode(ctypes.byref(cred), ctx, payload, len(payload))
-        if ctx:
-            lib.munge_ctx_destroy(ctx)
-        if err != 0:
-            result["error"] = (lib.munge_strerror(err) or b"?").decode()
-        else:
-            result["cred"] = cred.value
-            libc = ctypes.CDLL(None)
-            libc.free(cred)
-
-    worker = threading.Thread(target=work, name="munge_encode")
-    worker.daemon = True
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
-        raise MungeError("munge_encode did not return within %.1fs" % timeout)
-    if "error" in result:
-        raise MungeError("munge_encode failed: %s" % result["error"])
-    return result["cred"]
+    """A munge credential over payload from the local munged, time-bounded
+    (munge.encode: munged's protocol over its socket, no libmunge)."""
+    return munge.encode(payload, socket_path, timeout)
 
 
 def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
