@@ -5,8 +5,8 @@ A lab is described by a state file ``/run/slurm-adopt-lab/<name>.json`` written
 by the lab's ``up.sh`` (``lab/host/up.sh`` writes ``host.json``). The schema::
 
     {"name", "slurm_version", "root", "slurm_conf", "nodename", "spool_dir",
-     "slurmd_port", "ports": {"plain", "c", "py"},
-     "pam_services": {"plain", "c", "py"}, "pam_dir", "module_path",
+     "slurmd_port", "ports": {"plain", "c", "py"[, "floor"]},
+     "pam_services": {"plain", "c", "py"[, "floor"]}, "pam_dir", "module_path",
      "users": {"alice", "bob", "carol", "dave", "admin"}, "admin_group",
      "ssh_keys": {<username>: <private key path on the host>},
      "syslog", "cgroup_root"}
@@ -52,6 +52,9 @@ from typing import Iterable, Iterator, Sequence
 STATE_DIR = os.environ.get("SLURM_ADOPT_LAB_STATE_DIR", "/run/slurm-adopt-lab")
 SYS_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KINDS = ("plain", "c", "py")
+# Optional sshd of a lab (the host lab has it): pam_python with a module that
+# does nothing (lab/host/pam_floor.py), for benchmarks/login_latency.py.
+EXTRA_KINDS = ("floor",)
 # Private key copy inside each user's home (for ssh run by the user in a job).
 HOME_KEY = ".ssh/lab_id_ed25519"
 NO_JOBS_MSG = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
@@ -794,12 +797,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("jobid", nargs="+", type=int)
     sub.add_parser("cancel-all", help="cancel every lab job")
     s = sub.add_parser("ssh", help="ssh to the lab sshd of KIND as USER")
-    s.add_argument("kind", choices=KINDS)
+    s.add_argument("kind", choices=KINDS + EXTRA_KINDS)
     s.add_argument("user")
     s.add_argument("command", nargs="?", default="true")
     s.add_argument("--via-job", type=int)
     s = sub.add_parser("bg", help="start a detached command over ssh")
-    s.add_argument("kind", choices=KINDS)
+    s.add_argument("kind", choices=KINDS + EXTRA_KINDS)
     s.add_argument("user")
     s.add_argument("command")
     s = sub.add_parser("pids", help="pids of USER matching PATTERN")

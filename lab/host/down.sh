@@ -1,5 +1,5 @@
 #!/bin/bash
-# Stop what lab/host/up.sh started: cancel lab jobs, stop the three sshds,
+# Stop what lab/host/up.sh started: cancel lab jobs, stop the four sshds,
 # slurmd and slurmctld; then munged and rsyslogd, but only if up.sh started
 # them and no other lab (/run/slurm-adopt-lab/*.json) is still up.
 # Users, keys, PAM files, configs and packages are left in place.
@@ -62,7 +62,7 @@ if [ -f "$SLURM_CONF" ] && timeout 15 scontrol ping 2>/dev/null | grep -q 'is UP
 fi
 
 # 2. sshds
-for kind in plain c py; do
+for kind in plain c py floor; do
     stop_pidfile "sshd-lab-$kind" "$LAB/run/sshd-lab-$kind.pid" 10
 done
 

@@ -1,8 +1,9 @@
 #!/bin/bash
 # Bring up the single-node host lab: munge, a syslog sink, a self-contained
 # Slurm 22.05 (slurmctld + slurmd, own slurm.conf under the lab dir), test
-# users with ssh keys, and three sshd instances on 127.0.0.1 with their own
-# PAM services (plain / SchedMD's C pam_slurm_adopt / our pam_python module).
+# users with ssh keys, and four sshd instances on 127.0.0.1 with their own
+# PAM services (plain / SchedMD's C pam_slurm_adopt / our pam_python module /
+# "floor": pam_python with a module that does nothing, for the benchmark).
 #
 # Idempotent: anything already running and configured identically is left
 # alone, so a second run takes about a second. Every wait is bounded.
@@ -31,8 +32,10 @@ export SLURM_CONF PATH="$SYSPATH:$PATH"
 
 SLURMCTLD_PORT=6817
 SLURMD_PORT=6818
-KINDS=(plain c py)
-declare -A SSH_PORT=([plain]=2201 [c]=2202 [py]=2203)
+KINDS=(plain c py floor)
+declare -A SSH_PORT=([plain]=2201 [c]=2202 [py]=2203 [floor]=2204)
+# The floor service loads this do-nothing module through pam_python.
+FLOOR_MODULE=$REPO/lab/host/pam_floor.py
 # name -> fixed uid (used only if free; otherwise useradd picks one)
 USERS=(labalice labbob labcarol labdave labadmin)
 declare -A WANT_UID=([labalice]=30001 [labbob]=30002 [labcarol]=30003 [labdave]=30004 [labadmin]=30005)
@@ -264,6 +267,7 @@ EOF
 declare -A ADOPT_LINE=(
     [c]="account    required     pam_slurm_adopt.so service=sshd-lab-c"
     [py]="account    required     pam_python.so $MODULE_PATH service=sshd-lab-py"
+    [floor]="account    required     pam_python.so $FLOOR_MODULE"
 )
 for kind in "${KINDS[@]}"; do
     { pam_common_head
@@ -279,7 +283,7 @@ if [ -d "$pkg" ]; then
     /usr/bin/python3 -m compileall -q "$pkg" >/dev/null || log "pam: WARNING: compileall $pkg failed"
 fi
 
-# ---------------------------------------------------------------- sshd x3
+# ---------------------------------------------------------------- sshd x4
 [ -s "$LAB/etc/ssh_host_ed25519_key" ] || ssh-keygen -q -t ed25519 -N '' -C slurm-adopt-lab-host -f "$LAB/etc/ssh_host_ed25519_key"
 chmod 600 "$LAB/etc/ssh_host_ed25519_key"
 for kind in "${KINDS[@]}"; do
@@ -397,8 +401,10 @@ state = {
     "nodename": "$HOST",
     "spool_dir": "$LAB/spool",
     "slurmd_port": $SLURMD_PORT,
-    "ports": {"plain": ${SSH_PORT[plain]}, "c": ${SSH_PORT[c]}, "py": ${SSH_PORT[py]}},
-    "pam_services": {"plain": "sshd-lab-plain", "c": "sshd-lab-c", "py": "sshd-lab-py"},
+    "ports": {"plain": ${SSH_PORT[plain]}, "c": ${SSH_PORT[c]}, "py": ${SSH_PORT[py]},
+              "floor": ${SSH_PORT[floor]}},
+    "pam_services": {"plain": "sshd-lab-plain", "c": "sshd-lab-c", "py": "sshd-lab-py",
+                     "floor": "sshd-lab-floor"},
     "pam_dir": "/etc/pam.d",
     "module_path": "$MODULE_PATH",
     "users": users,
@@ -415,4 +421,4 @@ os.replace(tmp, path)
 EOF
 
 T1=$(date +%s.%N)
-log "lab 'host' is up (Slurm $SLURM_VERSION, node $HOST, ssh ports plain=${SSH_PORT[plain]} c=${SSH_PORT[c]} py=${SSH_PORT[py]}) in $(awk "BEGIN{printf \"%.1f\", $T1-$T0}")s; state: $STATE_FILE"
+log "lab 'host' is up (Slurm $SLURM_VERSION, node $HOST, ssh ports plain=${SSH_PORT[plain]} c=${SSH_PORT[c]} py=${SSH_PORT[py]} floor=${SSH_PORT[floor]}) in $(awk "BEGIN{printf \"%.1f\", $T1-$T0}")s; state: $STATE_FILE"

@@ -53,8 +53,9 @@ def clean(lab):
 
 def test_state_schema(lab):
     assert set(lab.state) == SCHEMA_KEYS
-    assert set(lab.ports) == {"plain", "c", "py"}
-    assert set(lab.pam_services) == {"plain", "c", "py"}
+    # plain/c/py in every lab; the host lab also has the benchmark's "floor" sshd
+    assert set(lab.ports) - set(labctl.EXTRA_KINDS) == {"plain", "c", "py"}
+    assert set(lab.pam_services) == set(lab.ports)
     assert {"alice", "bob", "carol", "dave", "admin"} <= set(lab.users)
     for user in lab.users.values():
         assert os.path.isfile(lab.ssh_keys[user])
@@ -63,6 +64,21 @@ def test_state_schema(lab):
     # the admin user is in the admin group (inside the lab's root)
     out = lab.run(["id", "-nG", lab.user("admin")]).stdout.split()
     assert lab.admin_group in out
+
+
+def test_floor_login(lab):
+    """The benchmark's pam_python floor sshd: pam_python with a do-nothing
+    module lets a user without jobs in, into no job."""
+    if "floor" not in lab.ports:
+        pytest.skip(f"lab {lab.name} has no floor sshd")
+    with open(lab.pam_file("floor")) as f:
+        account = [l.split() for l in f if l.split()[:1] == ["account"]]
+    assert account[-1][1:3] == ["required", "pam_python.so"] and len(account[-1]) == 4
+    assert account[-1][3].endswith("/lab/host/pam_floor.py")
+    r = lab.ssh("floor", "carol", "id -un")
+    assert r.rc == 0, r.stderr
+    assert r.stdout.strip() == lab.user("carol")
+    assert r.job_cgroup is not None and r.job_id is None
 
 
 def test_plain_login(lab):
