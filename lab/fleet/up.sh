@@ -1,0 +1,226 @@
+#!/bin/bash
+# Bring up the fleet lab: four systemd containers on an internal podman
+# network with real munge and Slurm 22.05 (Debian 12):
+#
+#   saf-ctl    (hostname ctl)    slurmctld
+#   saf-node1  (hostname node1)  slurmd + sshd     compute
+#   saf-node2  (hostname node2)  slurmd + sshd     compute
+#   saf-login  (hostname login)  sshd, no slurmd   login
+#
+# Users on every node (same uids, key-only ssh between the nodes): fleetalice,
+# fleetbob (users), fleetadmin (group fleetwheel: the admin group).  Nodes
+# are stock Debian otherwise: pam_systemd is in common-session, logind runs,
+# /etc/pam.d/sshd is Debian's: the rollout (playbooks/site.yml) has real work.
+#
+# Idempotent: containers that exist and answer are kept (FLEET_FRESH=1 to
+# recreate them).  Writes lab/fleet/.state/inventory.yml for ansible-playbook.
+#
+# Environment: FLEET_IMAGE (default: built by lab/images/build.sh bookworm),
+#              FLEET_FRESH=1, FLEET_WAIT (seconds per wait, default 90).
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=lab/fleet/common.sh
+. "$HERE/common.sh"
+
+T0=$SECONDS
+mkdir -p "$STATE"
+chmod 700 "$STATE"
+
+if [ -z "${FLEET_IMAGE:-}" ]; then
+    FLEET_IMAGE=$(bash "$REPO/lab/images/build.sh" bookworm | tail -n1)
+fi
+log "image $FLEET_IMAGE"
+
+# ----------------------------------------------------------------- network
+if ! podman network exists "$NET"; then
+    podman network create --internal "$NET" >/dev/null
+    log "created internal network $NET"
+fi
+
+# ----------------------------------------------------------------- secrets
+[ -s "$STATE/munge.key" ] || { dd if=/dev/urandom of="$STATE/munge.key" bs=1024 count=1 status=none; chmod 600 "$STATE/munge.key"; }
+for u in "${USERS[@]}" root; do
+    [ -s "$STATE/$u" ] || ssh-keygen -q -t ed25519 -N '' -C "$u@fleet" -f "$STATE/$u"
+done
+
+# ----------------------------------------------------------------- containers
+start_container() {
+    local c=$1 h=${HOSTS[$1]}
+    if [ "${FLEET_FRESH:-0}" = 1 ]; then
+        podman rm -f -t 2 "$c" >/dev/null 2>&1 || true
+    fi
+    if [ "$(podman inspect -f '{{.State.Running}}' "$c" 2>/dev/null)" = true ]; then
+        return 0
+    fi
+    podman rm -f -t 2 "$c" >/dev/null 2>&1 || true
+    podman run -d --name "$c" --hostname "$h" --network "$NET" --network-alias "$h" \
+        --label slurm-adopt-lab=fleet \
+        --runtime runc --privileged --systemd=always \
+        --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
+        "$FLEET_IMAGE" >/dev/null
+    log "started $c ($h)"
+}
+for c in "${CONTAINERS[@]}"; do start_container "$c"; done
+for c in "${CONTAINERS[@]}"; do
+    wait_for "$FLEET_WAIT" podman exec "$c" sh -c \
+        's=$(systemctl is-system-running 2>/dev/null); [ "$s" = running ] || [ "$s" = degraded ]' \
+        || die "$c: systemd did not finish booting"
+done
+
+# ----------------------------------------------------------------- /etc/hosts
+# aardvark-dns resolves the aliases; /etc/hosts as well so that slurmd's
+# reverse lookups and `hostname -f` are instant and stable.
+HOSTS_LINES=""
+for c in "${CONTAINERS[@]}"; do
+    ip=$(podman inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$c")
+    HOSTS_LINES+="$ip ${HOSTS[$c]}"$'\n'
+done
+printf '%s' "$HOSTS_LINES" > "$STATE/hosts"
+
+# ----------------------------------------------------------------- config files
+cat > "$STATE/slurm.conf" <<EOF
+# fleet lab (lab/fleet/up.sh)
+ClusterName=fleet
+SlurmctldHost=ctl
+SlurmUser=slurm
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/lib/slurm/slurmctld
+SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ProctrackType=proctrack/cgroup
+TaskPlugin=task/cgroup,task/affinity
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+ReturnToService=2
+SlurmdTimeout=60
+InactiveLimit=0
+KillWait=5
+HealthCheckProgram=/usr/sbin/slurm-adopt-healthcheck
+HealthCheckInterval=60
+HealthCheckNodeState=ANY
+${FLEET_PROLOGFLAGS:+PrologFlags=$FLEET_PROLOGFLAGS}
+NodeName=node[1-2] CPUs=2 RealMemory=1000 State=UNKNOWN
+PartitionName=batch Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
+EOF
+cat > "$STATE/cgroup.conf" <<'EOF'
+CgroupPlugin=cgroup/v1
+ConstrainCores=no
+ConstrainRAMSpace=no
+EOF
+
+# ----------------------------------------------------------------- per node
+setup_node() {
+    local c=$1 h=${HOSTS[$1]}
+    podman cp "$STATE/munge.key" "$c:/etc/munge/munge.key"
+    podman cp "$STATE/slurm.conf" "$c:/etc/slurm/slurm.conf.new"
+    podman cp "$STATE/cgroup.conf" "$c:/etc/slurm/cgroup.conf"
+    podman cp "$STATE/hosts" "$c:/tmp/fleet-hosts"
+    podman cp "$STATE/root.pub" "$c:/tmp/fleet-root.pub"
+    for u in "${USERS[@]}"; do
+        podman cp "$STATE/$u" "$c:/tmp/fleet-key-$u"
+        podman cp "$STATE/$u.pub" "$c:/tmp/fleet-key-$u.pub"
+    done
+    podman exec -i -e FLEET_HOST="$h" "$c" bash -s <<'EOS'
+set -eu
+h=$FLEET_HOST
+# /etc/hosts: ours first, podman's own entries kept
+grep -v -E ' (ctl|node1|node2|login)$' /etc/hosts > /tmp/hosts.new || true
+cat /tmp/fleet-hosts >> /tmp/hosts.new
+cat /tmp/hosts.new > /etc/hosts
+chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key
+getent group fleetwheel >/dev/null || groupadd -g 31000 fleetwheel
+mk() { getent passwd "$1" >/dev/null || useradd -m -s /bin/bash -u "$2" ${3:+-G "$3"} "$1"; }
+mk fleetalice 31001
+mk fleetbob 31002
+mk fleetadmin 31005 fleetwheel
+for u in fleetalice fleetbob fleetadmin; do
+    d=/home/$u/.ssh
+    install -d -o "$u" -g "$u" -m 700 "$d"
+    install -o "$u" -g "$u" -m 600 "/tmp/fleet-key-$u" "$d/id_ed25519"
+    install -o "$u" -g "$u" -m 644 "/tmp/fleet-key-$u.pub" "$d/id_ed25519.pub"
+    install -o "$u" -g "$u" -m 600 "/tmp/fleet-key-$u.pub" "$d/authorized_keys"
+    rm -f "/tmp/fleet-key-$u" "/tmp/fleet-key-$u.pub"
+done
+# root on the login node can probe as the admin (the rollout's fresh ssh check)
+install -d -m 700 /root/.ssh
+install -m 600 /tmp/fleet-root.pub /root/.ssh/authorized_keys
+rm -f /tmp/fleet-root.pub
+printf 'Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n  BatchMode yes\n' \
+    > /etc/ssh/ssh_config.d/fleet-lab.conf
+mkdir -p /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
+chown slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
+chmod 755 /var/log/slurm
+changed=0
+if ! cmp -s /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; then
+    mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; changed=1
+else
+    rm -f /etc/slurm/slurm.conf.new
+fi
+chmod 644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf
+systemctl restart munge
+role=compute
+case $h in ctl) role=ctl ;; login) role=login ;; esac
+if [ $role = ctl ]; then
+    systemctl disable --now slurmd >/dev/null 2>&1 || true
+    systemctl enable --now ssh >/dev/null 2>&1
+    if [ $changed = 1 ] || ! systemctl is-active -q slurmctld; then systemctl restart slurmctld; fi
+elif [ $role = login ]; then
+    systemctl disable --now slurmd slurmctld >/dev/null 2>&1 || true
+    systemctl enable --now ssh >/dev/null 2>&1
+else
+    systemctl disable --now slurmctld >/dev/null 2>&1 || true
+    systemctl enable ssh slurmd >/dev/null 2>&1
+    systemctl start ssh
+fi
+echo "$role" > /etc/fleet-role
+EOS
+}
+for c in "${CONTAINERS[@]}"; do setup_node "$c"; done
+podman cp "$STATE/fleetadmin" saf-login:/root/.ssh/fleetadmin_key
+podman exec saf-login chmod 600 /root/.ssh/fleetadmin_key
+
+wait_for "$FLEET_WAIT" podman exec saf-ctl scontrol ping || die "slurmctld does not answer"
+for c in saf-node1 saf-node2; do
+    podman exec "$c" sh -c 'systemctl is-active -q slurmd || systemctl restart slurmd'
+done
+# nodes that were down (e.g. a previous run) come back
+wait_for "$FLEET_WAIT" sh -c "podman exec saf-ctl sinfo -h -N -o '%N %T' | grep -c -E ' (idle|mixed|allocated|drained|draining)' | grep -qx 2" \
+    || { podman exec saf-ctl sinfo -N; die "nodes did not register with slurmctld"; }
+
+# nodes drained by anything but the drift check (e.g. an earlier bad config) resume
+podman exec saf-ctl sh -c "sinfo -h -N -t drain,drained,draining -o '%N|%E'" | while IFS='|' read -r n reason; do
+    case $reason in slurm-adopt:*) ;; *) podman exec saf-ctl scontrol update NodeName="$n" State=RESUME ;; esac
+done
+
+# ----------------------------------------------------------------- inventory
+ip_of() { podman inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$1"; }
+if [ "${FLEET_CONNECTION:-ssh}" = podman ]; then
+    CONN="    ansible_connection: containers.podman.podman"
+    hostvars() { echo "        $1:"; }
+else
+    # This machine reaches its own containers on the internal network through
+    # the bridge: real ssh, as in production (and much faster than podman exec).
+    CONN="    ansible_connection: ssh
+    ansible_ssh_private_key_file: $STATE/root
+    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+    ansible_ssh_pipelining: true"
+    hostvars() { printf '        %s:\n          ansible_host: %s\n' "$1" "$(ip_of "$1")"; }
+fi
+{
+    printf -- '---\n# fleet lab inventory (written by lab/fleet/up.sh)\nall:\n  vars:\n%s\n' "$CONN"
+    printf '    ansible_python_interpreter: /usr/bin/python3\n    ansible_user: root\n    fleet_lab_state: %s\n  children:\n' "$STATE"
+    printf '    slurm_controller:\n      hosts:\n%s\n' "$(hostvars saf-ctl)"
+    printf '    slurm_compute:\n      hosts:\n%s\n%s\n' "$(hostvars saf-node1)" "$(hostvars saf-node2)"
+    printf '    slurm_login:\n      hosts:\n%s\n' "$(hostvars saf-login)"
+} > "$STATE/inventory.yml"
+cp "$HERE/group_vars.yml" "$STATE/fleet_vars.yml"
+
+log "up in $((SECONDS - T0))s: $(podman exec saf-ctl sinfo -h -N -o '%N=%T' | tr '\n' ' ')"
