@@ -204,13 +204,37 @@ def explain_main(args, out=None):
     return 0 if rc in (PAM_SUCCESS, PAM_IGNORE) else 1
 
 
+def self_check_main(out=None):
+    """Import every module of the package with this interpreter (what a
+    deployment checks before PAM relies on it). 0 when all load."""
+    import importlib
+    out = out or (lambda text: sys.stdout.write(text + "\n"))
+    here = os.path.dirname(os.path.abspath(__file__))
+    names = sorted(n[:-3] for n in os.listdir(here)
+                   if n.endswith(".py") and n != "__init__.py")
+    failed = []
+    for name in names:
+        try:
+            importlib.import_module("%s.%s" % (__package__, name))
+        except Exception as exc:   # pylint: disable=broad-except
+            failed.append("%s: %s" % (name, exc))
+    if failed:
+        out("pam_slurm_adopt self-check FAILED: " + "; ".join(failed))
+        return 1
+    out("pam_slurm_adopt self-check ok: python %d.%d, %d modules in %s"
+        % (sys.version_info[0], sys.version_info[1], len(names), here))
+    return 0
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "explain":
         return explain_main(argv[1:])
+    if argv and argv[0] == "self-check":
+        return self_check_main()
     if argv and argv[0] == "pam-exec":
         return pam_exec_main(argv[1:], os.environ)
     sys.stderr.write("usage: pam_slurm_adopt.py explain USER [--rhost ADDR --rport PORT] "
                      "[options]\n       pam_slurm_adopt.py pam-exec [options]   "
-                     "(from pam_exec.so)\n")
+                     "(from pam_exec.so)\n       pam_slurm_adopt.py self-check\n")
     return 2
