@@ -2,9 +2,10 @@
 """Login latency of the adopt modules, measured on a running test lab.
 
 Times complete ssh logins (``ssh ... true``, key auth, to 127.0.0.1) against
-the lab's three sshds -- ``plain`` (no adopt module), ``c`` (SchedMD's C
-pam_slurm_adopt) and ``py`` (this collection's Python module under
-pam_python) -- in one run, for two cases:
+the lab's sshds -- ``plain`` (no adopt module), ``c`` (SchedMD's C
+pam_slurm_adopt), ``py`` (this collection's Python module under pam_python)
+and ``floor`` (pam_python with a module that only returns PAM_SUCCESS: what
+pam_python itself costs) -- in one run, for two cases:
 
 * ``one_job``:  a user with one running job (alice): "only one job" path;
 * ``two_jobs``: a user with two running jobs (bob): the module asks slurmd
@@ -12,8 +13,9 @@ pam_python) -- in one run, for two cases:
   login from outside any job, and falls back to the "newest" job.
 
 Within a case the kinds are interleaved round-robin (the order rotates every
-round) so that drift of the machine affects all three alike. Prints median
-and p90 per kind, the cost added over ``plain``, and the ratios.
+round) so that drift of the machine affects all of them alike. Prints median
+and p90 per kind, the cost added over ``plain``, what our code adds on top of
+pam_python (``py`` minus ``floor``), and the ratios to the C module.
 
 Not a test: it is a measurement, but it refuses to report numbers for broken
 logins. It exits non-zero when a measured login fails or when a placement
@@ -49,7 +51,7 @@ sys.path.insert(0, os.path.join(REPO, "lab"))
 
 import labctl  # noqa: E402  pylint: disable=wrong-import-position
 
-KINDS = ("plain", "c", "py")
+KINDS = ("plain", "c", "py", "floor")
 CASES = (
     # name, default user, number of jobs
     ("one_job", "alice", 1),
@@ -83,9 +85,18 @@ def percentile(values, q):
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _added_ratio(x, c_added):
+    # A ratio to the C module's added cost is meaningless when that is ~nothing.
+    return (x / c_added) if c_added > 0.5 else None
+
+
 def summarize(samples_ms):
+    """Per kind: n, median, p90, min, max, added over plain (difference of
+    medians) and paired_added (median of the per-round differences). With a
+    floor: py_minus_floor, what our code adds on top of pam_python."""
+    kinds = list(samples_ms)
     out = {}
-    for kind in KINDS:
+    for kind in kinds:
         xs = samples_ms[kind]
         out[kind] = {
             "n": len(xs),
@@ -95,19 +106,27 @@ def summarize(samples_ms):
             "max_ms": max(xs),
         }
     plain = out["plain"]["median_ms"]
-    for kind in KINDS:
+    for kind in kinds:
         out[kind]["added_over_plain_ms"] = out[kind]["median_ms"] - plain
-        # Same estimate from the pairs of one round (logins seconds apart):
-        # less sensitive to drift; reported in the JSON as a cross-check.
+        # Same estimate from the pairs of one round (logins a fraction of a
+        # second apart): less sensitive to drift; a cross-check.
         out[kind]["paired_added_ms"] = statistics.median(
             x - p for x, p in zip(samples_ms[kind], samples_ms["plain"]))
     c_added = out["c"]["added_over_plain_ms"]
     py_added = out["py"]["added_over_plain_ms"]
     ratios = {
         "py_over_c": out["py"]["median_ms"] / out["c"]["median_ms"],
-        # The added cost ratio is meaningless when the C module adds ~nothing.
-        "added_py_over_added_c": (py_added / c_added) if c_added > 0.5 else None,
+        "added_py_over_added_c": _added_ratio(py_added, c_added),
     }
+    if "floor" in out:
+        own = out["py"]["median_ms"] - out["floor"]["median_ms"]
+        out["py_minus_floor"] = {
+            "median_diff_ms": own,
+            "paired_ms": statistics.median(
+                x - f for x, f in zip(samples_ms["py"], samples_ms["floor"])),
+        }
+        ratios["floor_over_added_c"] = _added_ratio(out["floor"]["added_over_plain_ms"], c_added)
+        ratios["py_minus_floor_over_added_c"] = _added_ratio(own, c_added)
     return out, ratios
 
 
@@ -121,6 +140,8 @@ class Bench:
         self.log = []                # notes about disturbances and retries
         self.results = {}            # finished cases
         self.lines = None            # adopt lines (c, py) in force for the current case
+        # The floor sshd (pam_python with a do-nothing module) if the lab has one.
+        self.kinds = tuple(k for k in KINDS if k != "floor" or "floor" in lab.ports)
 
     def note(self, msg):
         stamp = time.strftime("%H:%M:%S")
@@ -209,16 +230,16 @@ class Bench:
     def verify(self, user, expected, where):
         """Placement check through Lab.ssh (reads the session's cgroup)."""
         results = []
-        for kind in KINDS:
+        for kind in self.kinds:
             r = self.lab.ssh(kind, user, "true", timeout=SSH_TIMEOUT)
             results.append({"kind": kind, "where": where, "rc": r.rc, "job": r.job_id,
                             "cgroup": r.job_cgroup})
             problem = None
             if r.rc != 0:
                 problem = "login failed (rc %d): %s" % (r.rc, r.message)
-            elif kind == "plain":
+            elif kind in ("plain", "floor"):
                 if r.job_id is not None:
-                    problem = "plain sshd session is in job %s" % r.job_id
+                    problem = "%s sshd session is in job %s" % (kind, r.job_id)
             elif len(expected) == 1 and r.job_id != expected[0]:
                 problem = "session in job %s, expected %s" % (r.job_id, expected[0])
             elif r.job_id not in expected:
@@ -236,11 +257,13 @@ class Bench:
                                                ", ".join(map(str, expected))), flush=True)
         self.check_state(user, expected)
         checks = self.verify(user, expected, "before")
-        samples = {k: [] for k in KINDS}
+        kinds = self.kinds
+        samples = {k: [] for k in kinds}
         mid = warm + n // 2
         t_case = time.monotonic()
         for rnd in range(warm + n):
-            order = KINDS[rnd % 3:] + KINDS[:rnd % 3]
+            shift = rnd % len(kinds)
+            order = kinds[shift:] + kinds[:shift]
             round_fail = []
             round_ms = {}
             for kind in order:
@@ -333,16 +356,26 @@ def py_module_info(py_line):
 
 def print_table(results):
     print()
-    print("%-9s %-6s %10s %8s %12s %5s" % ("case", "kind", "median ms", "p90 ms",
-                                          "added ms", "n"))
-    print("-" * 55)
+    print("%-9s %-6s %10s %8s %10s %10s %5s" % ("case", "kind", "median ms", "p90 ms",
+                                              "added ms", "paired ms", "n"))
+    print("-" * 65)
     for name, res in results.items():
         for kind in KINDS:
-            s = res["stats"][kind]
-            added = "-" if kind == "plain" else "%+.1f" % s["added_over_plain_ms"]
-            print("%-9s %-6s %10.1f %8.1f %12s %5d" % (name, kind, s["median_ms"], s["p90_ms"],
-                                                      added, s["n"]))
-        print("-" * 55)
+            s = res["stats"].get(kind)
+            if s is None:
+                continue
+            added = paired = "-"
+            if kind != "plain":
+                added = "%+.1f" % s["added_over_plain_ms"]
+                paired = "%+.1f" % s["paired_added_ms"]
+            print("%-9s %-6s %10.1f %8.1f %10s %10s %5d" % (name, kind, s["median_ms"],
+                                                          s["p90_ms"], added, paired, s["n"]))
+        own = res["stats"].get("py_minus_floor")
+        if own:
+            print("%-9s %-6s %10s %8s %10s %10s" % (name, "py-floor", "", "",
+                                                    "%+.1f" % own["median_diff_ms"],
+                                                    "%+.1f" % own["paired_ms"]))
+        print("-" * 65)
     for name, res in results.items():
         module = res["py_module"]
         print("%s: py module measured: %s%s" % (name, module["path"], {
@@ -359,6 +392,12 @@ def print_table(results):
                                       st["c"]["added_over_plain_ms"],
                                       fmt_ratio(r["added_py_over_added_c"]), r["py_over_c"],
                                       retry))
+        if "floor" in st:
+            print("%s: of that, pam_python itself (floor) %.1f ms (ratio to C %s) and our code "
+                  "on top of it %.1f ms (ratio to C %s)"
+                  % (" " * len(name), st["floor"]["added_over_plain_ms"],
+                     fmt_ratio(r["floor_over_added_c"]), st["py_minus_floor"]["median_diff_ms"],
+                     fmt_ratio(r["py_minus_floor_over_added_c"])))
 
 
 def main(argv=None):
@@ -397,6 +436,9 @@ def main(argv=None):
           % (lab.name, lab.slurm_version, os.cpu_count() or 0, args.logins, args.warmup),
           flush=True)
     bench = Bench(lab, args)
+    if "floor" not in bench.kinds:
+        bench.note("lab %s has no floor sshd (pam_python with a do-nothing module): measuring "
+                   "plain, c and py only (lab/host/up.sh adds it)" % lab.name)
     rc = 0
     results = {}
     error = None
@@ -434,6 +476,7 @@ def main(argv=None):
             "lab": lab.name,
             "slurm_version": lab.slurm_version,
             "module_path": lab.module_path,
+            "kinds": list(bench.kinds),
             "logins_per_kind": args.logins,
             "warmup_rounds": args.warmup,
             "total_s": total,
