@@ -8,7 +8,7 @@ import hashlib
 import re
 
 import pytest
-from conftest import (
+from nodeutil import (
     DENY_MESSAGE,
     MODULE_SRC,
     molecule_hosts,
