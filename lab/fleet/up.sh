@@ -165,6 +165,14 @@ else
     rm -f /etc/slurm/slurm.conf.new
 fi
 chmod 644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf
+# Other labs on this machine kill daemons by name from the host (their pid
+# filters cannot tell a container's munged from theirs): come back by itself.
+for s in munge slurmd slurmctld ssh; do
+    mkdir -p /etc/systemd/system/$s.service.d
+    printf '[Service]\nRestart=always\nRestartSec=1\n' > /etc/systemd/system/$s.service.d/fleet-lab.conf
+done
+printf '[Unit]\nStartLimitIntervalSec=0\n' > /etc/systemd/system/munge.service.d/fleet-lab-limit.conf
+systemctl daemon-reload
 systemctl restart munge
 role=compute
 case $h in ctl) role=ctl ;; login) role=login ;; esac
@@ -179,6 +187,7 @@ else
     systemctl disable --now slurmctld >/dev/null 2>&1 || true
     systemctl enable ssh slurmd >/dev/null 2>&1
     systemctl start ssh
+    if [ $changed = 1 ]; then systemctl restart slurmd; fi
 fi
 echo "$role" > /etc/fleet-role
 EOS
@@ -221,6 +230,7 @@ fi
     printf '    slurm_compute:\n      hosts:\n%s\n%s\n' "$(hostvars saf-node1)" "$(hostvars saf-node2)"
     printf '    slurm_login:\n      hosts:\n%s\n' "$(hostvars saf-login)"
 } > "$STATE/inventory.yml"
-cp "$HERE/group_vars.yml" "$STATE/fleet_vars.yml"
+mkdir -p "$STATE/group_vars"
+sed "s#@STATE@#$STATE#g" "$HERE/group_vars.yml" > "$STATE/group_vars/all.yml"
 
 log "up in $((SECONDS - T0))s: $(podman exec saf-ctl sinfo -h -N -o '%N=%T' | tr '\n' ' ')"

@@ -503,7 +503,8 @@ def check_explain(conf):
     decision = [ln for ln in lines if ln.startswith("decision:")]
     if rc not in (0, 1) or not decision:
         return FAIL, "explain %s failed (rc %s): %s" % (user, rc, " | ".join(lines[-3:]))
-    failures = [ln for ln in lines if "action_generic_failure" in ln or "[error]" in ln.lower()]
+    failures = [ln for ln in lines if ln.strip().lower().startswith(("[error]", "[fatal]"))
+                or "applying action_generic_failure" in ln]
     if failures:
         return FAIL, "explain %s: %s; %s" % (user, failures[0].strip(), decision[0])
     return OK, "explain %s: %s" % (user, decision[0][len("decision: "):])
@@ -639,6 +640,12 @@ def _syslog(text):
 # output
 # ---------------------------------------------------------------------------
 
+def row_line(label, res):
+    """One row of the fleet-wide health table."""
+    message = res["message"] if len(res["message"]) <= 150 else res["message"][:147] + "..."
+    return "%-12s %-5s %-16s %s" % (label, res["status"].upper(), res["check"], message)
+
+
 def table(results, node):
     width = max(len(r["check"]) for r in results) if results else 5
     lines = ["slurm-adopt check on %s: %s" % (node, overall(results).upper())]
@@ -659,6 +666,8 @@ def main(argv=None):
         cmd.add_argument("--probe-user")
         cmd.add_argument("--module-sha256")
         cmd.add_argument("--package-digest")
+        cmd.add_argument("--logind", choices=["masked", "any"])
+        cmd.add_argument("--label", help="name shown in the JSON 'lines' (default: the node name)")
         cmd.add_argument("--only", action="append", help="run only this check (repeatable)")
         cmd.add_argument("--dry-run", action="store_true")
     dig = sub.add_parser("digest")
@@ -671,7 +680,7 @@ def main(argv=None):
         parser.print_usage()
         return 3
     conf = load_config(args.config)
-    for key in ("probe_user", "module_sha256", "package_digest"):
+    for key in ("probe_user", "module_sha256", "package_digest", "logind"):
         if getattr(args, key):
             conf[key] = getattr(args, key)
     if args.command == "drain":
@@ -681,6 +690,7 @@ def main(argv=None):
     status = overall(results)
     report = {"node": nodename(conf), "status": status, "checks": results,
               "seconds": round(time.time() - started, 3)}
+    report["lines"] = [row_line(args.label or report["node"], res) for res in results]
     if args.command == "drain":
         report["action"] = drain_or_resume(conf, results, args.dry_run,
                                            out=(lambda t: None) if args.json else print)

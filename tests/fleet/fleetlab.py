@@ -1,0 +1,219 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) hpc.slurm_adopt contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Helpers and fixtures for the fleet tests: the multi-node podman lab (lab/fleet) and
+ansible-playbook runs of the collection's playbooks against it.
+
+The lab must be up (lab/fleet/test.sh brings it up fresh, runs these tests
+and tears it down).  Without it the tests fail, unless FLEET_LAB_OPTIONAL=1
+(then they skip).
+
+The playbooks run from a snapshot of the collection taken when the session
+starts (ANSIBLE_COLLECTIONS_PATH), so that edits to the working tree during
+the run cannot change what is deployed half-way through.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+STATE = os.environ.get("FLEET_STATE", os.path.join(REPO, "lab", "fleet", ".state"))
+INVENTORY = os.path.join(STATE, "inventory.yml")
+VENV_BIN = os.path.join(REPO, ".venv", "bin")
+CONTAINERS = {"ctl": "saf-ctl", "node1": "saf-node1", "node2": "saf-node2", "login": "saf-login"}
+COMPUTE = ("node1", "node2")
+# What a rollout may change on a compute node, and what a removal must restore.
+WATCHED = ["/etc/pam.d", "/etc/security", "/usr/share/pam-configs", "/var/lib/pam",
+           "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d"]
+
+
+class Result(object):
+    def __init__(self, rc, out, err=""):
+        self.rc, self.out, self.err = rc, out, err
+
+    @property
+    def ok(self):
+        return self.rc == 0
+
+    def __repr__(self):
+        return "Result(rc=%r, out=%r, err=%r)" % (self.rc, self.out[-2000:], self.err[-2000:])
+
+
+def run(argv, timeout=600, env=None, stdin=None):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, timeout=timeout, env=env, input=stdin,
+                          check=False)
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+class Fleet(object):
+    """The lab: run commands in its containers, ssh between them, submit
+    jobs, run playbooks."""
+
+    def __init__(self, collections_dir):
+        self.collections_dir = collections_dir
+        self.log_dir = os.environ.get("FLEET_LOG_DIR") or tempfile.mkdtemp(prefix="fleet-logs-")
+
+    # -- containers ---------------------------------------------------------
+    def exec(self, node, cmd, user=None, timeout=120, env=None):
+        argv = ["podman", "exec"]
+        for key, value in (env or {}).items():
+            argv += ["-e", "%s=%s" % (key, value)]
+        if user:
+            cmd = "su - %s -c %s" % (user, _q(cmd))
+        argv += [CONTAINERS[node], "bash", "-c", cmd]
+        return run(argv, timeout=timeout)
+
+    def must(self, node, cmd, **kw):
+        res = self.exec(node, cmd, **kw)
+        assert res.ok, "%s: %s failed: %r" % (node, cmd, res)
+        return res.out
+
+    def ssh(self, src, user, dest, cmd="true", timeout=60):
+        """A real ssh login as `user` from container `src` to host `dest`,
+        LogLevel INFO so that PAM's messages come back on stderr."""
+        return self.exec(src, "ssh -o LogLevel=INFO %s %s" % (dest, _q(cmd)), user=user,
+                         timeout=timeout)
+
+    # -- Slurm --------------------------------------------------------------
+    def submit(self, user, args="", wait=60):
+        out = self.must("ctl", "sbatch --parsable -o /dev/null --chdir=/tmp %s --wrap 'sleep 900'"
+                        % args, user=user).strip()
+        job = int(out.split(";")[0])
+        self.wait_running(job, wait)
+        return job
+
+    def wait_running(self, job, wait=60):
+        deadline = time.time() + wait
+        while time.time() < deadline:
+            out = self.exec("ctl", "squeue -h -j %d -o '%%T %%N'" % job).out.split()
+            if out and out[0] == "RUNNING":
+                nodes = self.exec("ctl", "scontrol show hostnames %s" % out[1]).out.split()
+                if all(self.exec(n, "ls /var/lib/slurm/slurmd/%s_%d.4294967292" % (n, job)).ok
+                       for n in nodes):
+                    return nodes
+            time.sleep(0.5)
+        raise AssertionError("job %d not running with its extern step(s) after %ss: %s"
+                             % (job, wait, self.exec("ctl", "squeue; sinfo -N").out))
+
+    def cancel_all(self):
+        self.exec("ctl", "scancel -u fleetalice; scancel -u fleetbob; scancel -u fleetadmin")
+        deadline = time.time() + 60
+        while time.time() < deadline and self.exec("ctl", "squeue -h").out.strip():
+            time.sleep(0.5)
+
+    def node_state(self, node):
+        out = self.must("ctl", "scontrol show node %s" % node)
+        state = re.search(r"State=(\S+)", out).group(1)
+        reason = re.search(r"^\s*Reason=(.*?)(?: \[[^\]]*\])?\s*$", out, re.M)
+        return state, reason.group(1) if reason else ""
+
+    # -- files ----------------------------------------------------------------
+    def fingerprint(self, node):
+        """sha256 + owner + mode of every watched file, symlink targets, and
+        logind's state."""
+        script = r"""
+for p in %s; do
+  [ -e "$p" ] || [ -L "$p" ] || { echo "absent $p"; continue; }
+  find "$p" \( -type f -o -type l \) -print0 | sort -z | while IFS= read -r -d '' f; do
+    if [ -L "$f" ]; then echo "link $f -> $(readlink "$f")";
+    else echo "file $f $(stat -c '%%U:%%G:%%a' "$f") $(sha256sum < "$f" | cut -c1-64)"; fi
+  done
+done
+echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl is-active systemd-logind 2>&1 | tail -n1)"
+""" % " ".join(WATCHED)
+        return dict(_fp_line(line) for line in self.must(node, script).splitlines() if line)
+
+    # -- ansible ------------------------------------------------------------
+    def playbook(self, name, *args, timeout=900):
+        env = dict(os.environ)
+        env.update({"ANSIBLE_COLLECTIONS_PATH": self.collections_dir, "ANSIBLE_NOCOLOR": "1",
+                    "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "False",
+                    "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                    "PATH": VENV_BIN + os.pathsep + env.get("PATH", "")})
+        path = os.path.join(self.collections_dir, "ansible_collections", "hpc", "slurm_adopt",
+                            "playbooks", name + ".yml")
+        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, path] + list(args)
+        started = time.time()
+        res = run(argv, timeout=timeout, env=env)
+        log = os.path.join(self.log_dir, "%s-%d.log" % (name, int(started)))
+        with open(log, "w") as handle:
+            handle.write("$ %s\n%s\n%s" % (" ".join(argv), res.out, res.err))
+        res.log = log
+        res.seconds = time.time() - started
+        return res
+
+
+def _fp_line(line):
+    kind, rest = line.split(" ", 1)
+    if kind == "logind":
+        return "logind", rest
+    if kind == "link":
+        path, target = rest.split(" -> ", 1)
+        return path, "-> " + target
+    if kind == "absent":
+        return rest, "absent"
+    path, meta = rest.rsplit(" ", 2)[0], " ".join(rest.rsplit(" ", 2)[1:])
+    return path, meta
+
+
+def _q(text):
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def snapshot_collection(dest):
+    """Copy the collection as it is now (tracked and untracked, not ignored)."""
+    coll = os.path.join(dest, "ansible_collections", "hpc", "slurm_adopt")
+    os.makedirs(coll)
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                           cwd=REPO, stdout=subprocess.PIPE, check=True).stdout.split(b"\0")
+    for name in files:
+        name = name.decode()
+        if not name or name.startswith(("lab/", "benchmarks/", "tests/node/", "tests/unit/")):
+            continue
+        src = os.path.join(REPO, name)
+        if not os.path.isfile(src):
+            continue
+        target = os.path.join(coll, name)
+        if not os.path.isdir(os.path.dirname(target)):
+            os.makedirs(os.path.dirname(target))
+        shutil.copy2(src, target)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def fleet(tmp_path_factory):
+    if not os.path.exists(INVENTORY) or not run(["podman", "container", "exists",
+                                                 "saf-node1"]).ok:
+        if os.environ.get("FLEET_LAB_OPTIONAL") == "1":
+            pytest.skip("fleet lab is not up (lab/fleet/up.sh)")
+        pytest.fail("fleet lab is not up: run lab/fleet/test.sh (or lab/fleet/up.sh)")
+    dest = snapshot_collection(str(tmp_path_factory.mktemp("collection")))
+    return Fleet(dest)
+
+
+@pytest.fixture(scope="session")
+def baseline(fleet):
+    """The compute nodes' watched files before any rollout of this session."""
+    return {node: fleet.fingerprint(node) for node in COMPUTE}
+
+
+def diff_fingerprints(before, after):
+    out = []
+    for path in sorted(set(before) | set(after)):
+        if before.get(path) != after.get(path):
+            out.append("%s: %s -> %s" % (path, before.get(path, "missing"), after.get(path, "missing")))
+    return out
+
+
+def health_json(fleet, res):
+    path = os.path.join(fleet.log_dir, "health.json")
+    with open(path) as handle:
+        return json.load(handle)
