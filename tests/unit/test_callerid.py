@@ -1,5 +1,6 @@
 """Finding the ssh connection and the REQUEST_NETWORK_CALLERID wire format."""
 
+import os
 import socket
 import struct
 import threading
@@ -159,3 +160,87 @@ def test_munge_unreachable_is_an_rpc_error(tmp_path):
     with pytest.raises(C.RpcError) as err:
         callerid.munge_encode(b"\x01\x13\xab", str(tmp_path / "no.socket"), 1)
     assert "munged is not reachable" in str(err.value)
+
+
+HEADER = ("  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  "
+          "timeout inode\n")
+
+
+def tcp_line(n, local, remote, uid, timeout, inode):
+    return ("%4d: %s %s 01 00000000:00000000 00:00000000 00000000 %5d %8d %d 1 "
+            "0000000000000000 20 4 30 10 -1\n" % (n, local, remote, uid, timeout, inode))
+
+
+def test_find_inode_only_matches_the_inode_field():
+    """Decoys: the inode's digits as the uid, as the timeout, inside a longer
+    inode, and the header; only the line whose inode field is it counts."""
+    text = (HEADER
+            + tcp_line(0, "0100007F:0016", "0100007F:1111", 4242, 0, 99)
+            + tcp_line(1, "0100007F:0016", "0100007F:2222", 0, 4242, 98)
+            + tcp_line(2, "0100007F:0016", "0100007F:3333", 0, 0, 142420)
+            + tcp_line(3, "0100007F:0016", "0100007F:4444", 0, 0, 4242))
+    table = parse_proc_net_tcp(text)
+    assert callerid.find_inode(text, 4242) == table[4242]
+    assert callerid.find_inode(text, 4242)[3] == 0x4444
+    assert callerid.find_inode(text, 4243) is None
+    assert callerid.find_inode(text[:-1], 4242) == table[4242]   # no final newline
+    assert callerid.find_inode("", 4242) is None
+
+
+def test_find_inode_agrees_with_the_full_parse_on_this_machine():
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)                  # at least one line with a real inode
+    try:
+        with open("/proc/self/net/tcp") as f:
+            text = f.read()
+        table = parse_proc_net_tcp(text)
+        assert os.fstat(listener.fileno()).st_ino in table
+        for inode, entry in table.items():
+            if inode:                   # TIME_WAIT entries all have inode 0
+                assert callerid.find_inode(text, inode) == entry
+    finally:
+        listener.close()
+
+
+def test_own_netinfo_reads_tcp6_only_when_tcp_has_no_match(monkeypatch, tmp_path):
+    """The kernel walks its whole connection table for every read of
+    /proc/net/tcp*: an IPv4 connection must not cost a read of tcp6. A
+    /proc/<pid> look-alike whose only fd is this process's IPv4 connection
+    (a link to /proc/self/fd/N) and whose net/ links to the real files."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = socket.create_connection(("127.0.0.1", server.getsockname()[1]))
+    accepted, _peer = server.accept()
+    server.close()
+    (tmp_path / "1" / "fd").mkdir(parents=True)
+    (tmp_path / "1" / "net").mkdir()
+    os.symlink("/proc/self/fd/%d" % client.fileno(), str(tmp_path / "1" / "fd" / "3"))
+    for name in ("tcp", "tcp6"):
+        os.symlink("/proc/self/net/" + name, str(tmp_path / "1" / "net" / name))
+    opened = []
+    real_open = open
+
+    def spy(path, *args, **kwargs):
+        opened.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+    monkeypatch.setattr(callerid, "open", spy, raising=False)
+    try:
+        conn = own_netinfo(1, proc=str(tmp_path))
+        assert conn is not None and conn.af == socket.AF_INET
+        assert conn.port_src == accepted.getsockname()[1] == client.getpeername()[1]
+        assert conn.port_dst == client.getsockname()[1]
+        assert opened == ["tcp"]
+        # a socket that is in neither table (a Unix socket) costs both reads, then None
+        os.unlink(str(tmp_path / "1" / "fd" / "3"))
+        unix_a, unix_b = socket.socketpair()
+        os.symlink("/proc/self/fd/%d" % unix_a.fileno(), str(tmp_path / "1" / "fd" / "3"))
+        del opened[:]
+        assert own_netinfo(1, proc=str(tmp_path)) is None
+        assert opened == ["tcp", "tcp6"]
+        unix_a.close()
+        unix_b.close()
+    finally:
+        client.close()
+        accepted.close()

@@ -43,21 +43,49 @@ def _hex_addr(text):
     return out.ljust(16, b"\0")
 
 
+def _parse_line(line):
+    """(inode, (local_addr16, local_port, remote_addr16, remote_port)) of
+    one /proc/net/tcp line, None for the header or a malformed line."""
+    fields = line.split()
+    if len(fields) < 10:
+        return None
+    try:
+        local, remote, inode = fields[1], fields[2], int(fields[9])
+        laddr, lport = local.split(":")
+        raddr, rport = remote.split(":")
+        return inode, (_hex_addr(laddr), int(lport, 16), _hex_addr(raddr), int(rport, 16))
+    except ValueError:
+        return None
+
+
 def parse_proc_net_tcp(text):
     """{inode: (local_addr16, local_port, remote_addr16, remote_port)}."""
     table = {}
     for line in text.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) < 10:
-            continue
-        try:
-            local, remote, inode = fields[1], fields[2], int(fields[9])
-            laddr, lport = local.split(":")
-            raddr, rport = remote.split(":")
-            table[inode] = (_hex_addr(laddr), int(lport, 16), _hex_addr(raddr), int(rport, 16))
-        except ValueError:
-            continue
+        parsed = _parse_line(line)
+        if parsed is not None:
+            table[parsed[0]] = parsed[1]
     return table
+
+
+def find_inode(text, inode):
+    """parse_proc_net_tcp(text).get(inode), without parsing every line: a
+    node with thousands of connections (or TIME_WAIT entries) has a
+    /proc/net/tcp of thousands of lines, and parsing them all costs
+    milliseconds per login. Only the lines that contain the inode's digits
+    as a whole field are parsed, and the inode field itself must match."""
+    needle = " %d " % inode
+    start = 0
+    while True:
+        pos = text.find(needle, start)
+        if pos < 0:
+            return None
+        begin = text.rfind("\n", 0, pos) + 1
+        end = text.find("\n", pos)
+        parsed = _parse_line(text[begin:end if end >= 0 else len(text)])
+        if parsed is not None and parsed[0] == inode:
+            return parsed[1]
+        start = pos + 1
 
 
 def own_netinfo(pid="self", proc="/proc"):
@@ -76,17 +104,21 @@ def own_netinfo(pid="self", proc="/proc"):
             inodes.append(st.st_ino)
     if not inodes:
         return None
-    tables = []
-    for fname, af in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
-        try:
-            with open(os.path.join(proc, str(pid), "net", fname)) as handle:
-                tables.append((parse_proc_net_tcp(handle.read()), af))
-        except (IOError, OSError):
-            continue
+    # Each file is read only when needed, as the C module does: the kernel
+    # walks its whole connection hash table for every read, several ms
+    # even for an empty tcp6 file.
+    tables = {}
     for inode in inodes:
-        for table, af in tables:
-            if inode in table:
-                laddr, lport, raddr, rport = table[inode]
+        for fname, af in (("tcp", socket.AF_INET), ("tcp6", socket.AF_INET6)):
+            if fname not in tables:
+                try:
+                    with open(os.path.join(proc, str(pid), "net", fname)) as handle:
+                        tables[fname] = handle.read()
+                except (IOError, OSError):
+                    tables[fname] = ""
+            entry = find_inode(tables[fname], inode)
+            if entry is not None:
+                laddr, lport, raddr, rport = entry
                 return CallerConn(raddr, rport, laddr, lport, af)
     return None
 
