@@ -446,8 +446,8 @@ def _expand(source, path, ptype, stack, chain, depth, visiting):
             if line.type in (None, ptype):
                 stack.errors.append('%s:%d: %s' % (path, line.lineno, line.error))
             continue
-        if line.kind == 'atinclude' or (line.kind == 'rule' and line.type == ptype
-                                         and line.keyword in ('include', 'substack')):
+        is_include = line.kind == 'rule' and line.type == ptype and line.keyword in ('include', 'substack')
+        if line.kind == 'atinclude' or is_include:
             target = source.locate(line.module)
             if target is None:
                 stack.missing.append((line.module, path, line.lineno))
@@ -494,8 +494,6 @@ def is_adopt_rule(line, script_hint='pam_slurm_adopt'):
     if script_hint in line.module_name:
         return True
     return any(script_hint in a for a in line.args)
-
-
 
 
 def _succeed_if_system_only(args, max_uid=1000):

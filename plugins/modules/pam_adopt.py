@@ -29,7 +29,7 @@ description:
   - Keeps the original of every file it changes under O(state_dir); O(state=absent) restores them byte for
     byte when the file is still what this module wrote, and otherwise removes only the marked lines.
 author:
-  - hpc.slurm_adopt contributors
+  - hpc.slurm_adopt maintainers (@hpc-slurm-adopt)
 options:
   state:
     description: V(present) installs the rules, V(absent) restores the original files.

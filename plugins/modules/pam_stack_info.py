@@ -19,7 +19,7 @@ description:
     rules that can end the account stack before the adopt rule, and whether the adopt rule is last.
   - Meant for health checks and molecule verify; it never changes anything.
 author:
-  - hpc.slurm_adopt contributors
+  - hpc.slurm_adopt maintainers (@hpc-slurm-adopt)
 options:
   service:
     description: PAM service name (a file in O(pamd_dir); C(other) is used when it does not exist, as Linux-PAM does).
@@ -155,15 +155,16 @@ from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
 )
 
 
+def _is_managed_adopt(line):
+    return line.added_tag == 'adopt'
+
+
 def inspect(params):
     source = FileSource(params['root'], params['pamd_dir'], params['vendor_dir'])
     service = params['service']
     stack = effective_stack(source, service, params['type'])
     account = stack if params['type'] == 'account' else effective_stack(source, service, 'account')
-    if params['adopt_match'] == 'managed':
-        predicate = lambda line: line.added_tag == 'adopt'  # noqa: E731
-    else:
-        predicate = is_adopt_rule
+    predicate = _is_managed_adopt if params['adopt_match'] == 'managed' else is_adopt_rule
     result = analyse_account(account, predicate)
     files = reachable_files(source, service)
     systemd = []

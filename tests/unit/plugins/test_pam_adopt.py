@@ -177,9 +177,11 @@ def test_check_mode_writes_nothing_and_diffs_each_file(tmp_path, adopt):
 
 def test_check_mode_on_a_node_without_the_module_warns(tmp_path, adopt):
     root = make_root(tmp_path, 'debian12', modules=('pam_access.so',), script=False)
-    ret = adopt(root, check=True)
+    ret = adopt(root, check=True, interface='pam_python')
     assert not ret.failed and ret.result['changed']
-    assert any('pam_python.so' in w and 'check mode' in w for w in ret.result['warnings'])
+    assert any('pam_python.so' in w and SCRIPT in w and 'check mode' in w for w in ret.result['warnings'])
+    ret = adopt(root, interface='pam_python')
+    assert ret.failed and 'missing on the node' in ret.result['msg']
 
 
 @pytest.mark.parametrize('missing, dash', [('pam_python.so', False), ('script', False), ('script', True)])
@@ -187,7 +189,7 @@ def test_refuses_rules_whose_module_is_missing(tmp_path, adopt, missing, dash):
     modules = ('pam_access.so',) if missing == 'pam_python.so' else ('pam_python.so', 'pam_access.so')
     root = make_root(tmp_path, 'debian12', modules=modules, script=(missing != 'script'))
     before = snapshot(root, below=('etc', 'var'))
-    ret = adopt(root, dash=dash)
+    ret = adopt(root, dash=dash, interface='pam_python')
     assert ret.failed
     assert 'missing on the node' in ret.result['msg']
     assert snapshot(root, below=('etc', 'var')) == before
@@ -195,7 +197,7 @@ def test_refuses_rules_whose_module_is_missing(tmp_path, adopt, missing, dash):
 
 def test_dash_form_tolerates_a_missing_so(tmp_path, adopt):
     root = make_root(tmp_path, 'debian12', modules=('pam_access.so',))
-    ret = adopt(root, dash=True)
+    ret = adopt(root, dash=True, interface='pam_python')
     assert not ret.failed, ret.result
     assert '-account sufficient pam_python.so' in read(root, '/etc/pam.d/sshd')
 
