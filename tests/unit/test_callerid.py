@@ -244,3 +244,93 @@ def test_own_netinfo_reads_tcp6_only_when_tcp_has_no_match(monkeypatch, tmp_path
     finally:
         client.close()
         accepted.close()
+
+
+def _connected_pair(family, host):
+    server = socket.socket(family, socket.SOCK_STREAM)
+    server.bind((host, 0))
+    server.listen(1)
+    client = socket.create_connection((host, server.getsockname()[1]))
+    accepted, _peer = server.accept()
+    server.close()
+    return client, accepted
+
+
+@pytest.mark.parametrize("scenario", ["v4", "v6", "v4-mapped", "unix-first", "listener-first"])
+def test_own_socket_shortcut_agrees_with_the_proc_tables(scenario):
+    """own_netinfo("self") asks its sockets directly; own_netinfo(<pid>)
+    reads /proc/<pid>/net/tcp*: the same fds, the same answer (the first
+    socket in fd order that is in a TCP table, a listener included)."""
+    keep = []
+    try:
+        if scenario == "unix-first":
+            keep += socket.socketpair()
+        if scenario == "listener-first":
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            keep.append(listener)
+        if scenario in ("v6", "v4-mapped"):
+            if not socket.has_ipv6:
+                pytest.skip("no IPv6")
+        try:
+            if scenario == "v6":
+                keep += _connected_pair(socket.AF_INET6, "::1")
+            elif scenario == "v4-mapped":
+                server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+                server.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+                server.bind(("::", 0))
+                server.listen(1)
+                client = socket.create_connection(("127.0.0.1", server.getsockname()[1]))
+                accepted, _peer = server.accept()
+                server.close()
+                keep += [client, accepted]
+            else:
+                keep += _connected_pair(socket.AF_INET, "127.0.0.1")
+        except OSError as exc:
+            pytest.skip("cannot set up %s: %s" % (scenario, exc))
+        fast = own_netinfo("self")
+        slow = own_netinfo(os.getpid())
+        assert fast is not None and slow is not None
+        assert vars(fast) == vars(slow)
+        # the descriptors are untouched (own_netinfo works on dups)
+        for sock in keep:
+            assert sock.fileno() >= 0 and os.fstat(sock.fileno())
+        if scenario != "listener-first" and len(keep) >= 2:
+            keep[-2].sendall(b"ping")
+            assert keep[-1].recv(4) == b"ping"
+    finally:
+        for sock in keep:
+            sock.close()
+
+
+def test_own_socket_shortcut_reads_no_proc_table():
+    """In a fresh interpreter whose only socket is a connected TCP socket,
+    own_netinfo("self") answers without opening /proc/self/net/tcp*."""
+    code = r'''
+import builtins, json, socket, sys
+sys.path.insert(0, sys.argv[1])
+from slurm_adopt import callerid
+opened = []
+real_open = builtins.open
+def spy(path, *args, **kwargs):
+    opened.append(str(path))
+    return real_open(path, *args, **kwargs)
+callerid.open = spy
+server = socket.socket(); server.bind(("127.0.0.1", 0)); server.listen(1)
+client = socket.create_connection(server.getsockname()); accepted, _peer = server.accept()
+server.close()
+conn = callerid.own_netinfo("self")
+print(json.dumps({"opened": opened, "port_src": conn.port_src, "port_dst": conn.port_dst,
+                  "want": [accepted.getsockname()[1], client.getsockname()[1]]}))
+'''
+    import json
+    import subprocess
+    import sys
+    here = os.path.dirname(os.path.dirname(callerid.__file__))
+    p = subprocess.run([sys.executable, "-I", "-c", code, here], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=30, check=False)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout.decode())
+    assert [out["port_src"], out["port_dst"]] == out["want"]
+    assert out["opened"] == []
