@@ -5,10 +5,14 @@ Each sample is a fresh ``/usr/bin/python3 -I -B`` process (isolated, no
 bytecode writing: as pam_python runs it) that imports the package from a
 module directory, then runs the decision flow for a lab user in dry-run mode
 (the ``explain`` path: every slurmstepd is asked for its uid, the adoption
-itself is replaced by one more uid request), with the ssh connection given as
-127.0.0.1 so that the callerid RPC really goes to the lab's slurmd. It times:
+itself is replaced by one more uid request), with a real TCP connection to
+127.0.0.1 as "the ssh connection", so that the callerid RPC really goes to the
+lab's slurmd, which looks that connection up. It times:
 
 * ``import``:     ``from slurm_adopt import entry`` (the package is byte-compiled);
+* ``netinfo``:    finding its own TCP connection (to the lab's plain sshd) in
+  /proc, as the module does in sshd before the callerid RPC (the several-jobs
+  path only, but measured in both cases);
 * ``flow``:       the whole ``Adopter.run()``;
 * inside it:     ``conf`` (slurm.conf + cgroup.conf), ``munge`` (the credential),
   ``rpc`` (the callerid RPC including ``munge``: mostly slurmd's own work)
@@ -79,7 +83,16 @@ def rpc_with_munge(*args):
 flow.callerid_rpc = timed("rpc", rpc_with_munge)
 flow.pick_newest = timed("newest", flow.pick_newest)
 
-conn = entry._explain_conn("127.0.0.1", 40000, "127.0.0.1", 2203)
+# A real TCP connection (to the lab's plain sshd), found as sshd's module
+# finds its own: the callerid RPC then makes slurmd look up a real socket.
+from slurm_adopt.sockets import socket as _socket
+tcp = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+tcp.settimeout(5)
+tcp.connect(("127.0.0.1", PLAIN_PORT))
+from slurm_adopt import callerid
+t = time.perf_counter()
+conn = callerid.own_netinfo("self")
+T["netinfo"] = (time.perf_counter() - t) * 1e3
 ctx = entry.ExplainContext(USER, SERVICE, conn, lambda text: None)
 opts = parse_options(["service=" + SERVICE])
 log = Log(opts.log_level)
@@ -88,13 +101,15 @@ t = time.perf_counter()
 rc = adopter.run()
 T["flow"] = (time.perf_counter() - t) * 1e3
 log.close()
+tcp.close()
 print(json.dumps({"rc": rc, "job": adopter.adopted_job, "ms": T}))
 '''
 
 
 def sample(module_dir, user, lab):
-    code = ("MODULE_DIR = %r\nUSER = %r\nSERVICE = %r\nSLURM_CONF = %r\n"
-            % (module_dir, user, lab.pam_services["py"], lab.slurm_conf)) + CHILD
+    code = ("MODULE_DIR = %r\nUSER = %r\nSERVICE = %r\nSLURM_CONF = %r\nPLAIN_PORT = %d\n"
+            % (module_dir, user, lab.pam_services["py"], lab.slurm_conf,
+               lab.ports["plain"])) + CHILD
     p = subprocess.run(["/usr/bin/python3", "-I", "-B", "-c", code], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=60, check=False)
     if p.returncode != 0:
@@ -151,7 +166,7 @@ def main(argv=None):
                 results[name][d] = {k: statistics.median(s.get(k, 0.0) for s in samples[d])
                                     for k in phases}
     print("median ms over %d fresh interpreters per case and module dir" % args.rounds)
-    phases = ("import", "flow", "conf", "rpc", "munge", "newest")
+    phases = ("import", "netinfo", "flow", "conf", "rpc", "munge", "newest")
     print("%-9s %-50s " % ("case", "module dir") + " ".join("%7s" % p for p in phases))
     for name, per_dir in results.items():
         for d, med in per_dir.items():
