@@ -454,7 +454,11 @@ def _expand(source, path, ptype, stack, chain, depth, visiting):
                 if not line.dash:
                     stack.errors.append('%s:%d: included file %r not found' % (path, line.lineno, line.module))
                 continue
-            sub_depth = depth + 1 if line.keyword == 'substack' else depth
+            sub_depth = depth
+            if line.keyword == 'substack':
+                # the substack counts as one rule of the parent stack (for jumps)
+                stack.entries.append(Entry(line, chain, depth))
+                sub_depth = depth + 1
             _expand(source, target, ptype, stack, chain + (line,), sub_depth, visiting)
             continue
         if line.kind == 'rule' and line.type == ptype:

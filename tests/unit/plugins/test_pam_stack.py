@@ -105,8 +105,10 @@ def test_include_atinclude_and_substack(tmp_path):
         'sub': 'account sufficient pam_d.so\n',
     })
     stack = ps.effective_stack(src, 'svc', 'account')
-    assert [e.line.module for e in stack.entries] == ['pam_a.so', 'pam_b.so', 'pam_c.so', 'pam_d.so']
-    assert [e.substack_depth for e in stack.entries] == [0, 0, 0, 1]
+    # the substack line itself is an entry: it is one rule of the parent stack
+    assert [e.line.module for e in stack.entries] == ['pam_a.so', 'pam_b.so', 'pam_c.so', 'sub', 'pam_d.so']
+    assert [e.substack_depth for e in stack.entries] == [0, 0, 0, 0, 1]
+    assert stack.entries[3].line.keyword == 'substack'
     assert [c.lineno for c in stack.entries[1].chain] == [2]
     assert stack.files == ['/etc/pam.d/svc', '/etc/pam.d/inc1', '/etc/pam.d/inc2', '/etc/pam.d/sub']
     # "account include" splices only account rules: inc2's session rule is not reached
@@ -135,6 +137,23 @@ def test_jump_over_the_adopt_rule_is_a_short_circuit(tmp_path):
     })
     result = ps.analyse_account(ps.effective_stack(src, 'svc', 'account'))
     assert [(t['line'], t['classification']) for t in result['terminators']] == [(3, 'short_circuit')]
+
+
+def test_a_substack_counts_as_one_rule_for_jumps(tmp_path):
+    src = tree(tmp_path, {
+        'svc': ('account [success=1 default=ignore] pam_x.so\naccount substack sub\n'
+                'account required pam_python.so /x/pam_slurm_adopt.py\n'),
+        'sub': 'account required pam_a.so\naccount required pam_b.so\n',
+    })
+    result = ps.analyse_account(ps.effective_stack(src, 'svc', 'account'))
+    assert result['adopt_last'] and result['terminators'] == []   # lands on the adopt rule
+    src = tree(tmp_path / 'two', {
+        'svc': ('account [success=2 default=ignore] pam_x.so\naccount substack sub\n'
+                'account required pam_python.so /x/pam_slurm_adopt.py\n'),
+        'sub': 'account required pam_a.so\naccount required pam_b.so\n',
+    })
+    result = ps.analyse_account(ps.effective_stack(src, 'svc', 'account'))
+    assert [t['classification'] for t in result['terminators']] == ['short_circuit']
 
 
 def test_missing_include_and_loops_are_errors(tmp_path):
