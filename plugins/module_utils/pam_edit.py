@@ -421,6 +421,16 @@ def plan_present(params, source=None):
         result = analyse_account(stack, lambda ln: ln.added_tag == 'adopt')
         disable = {}
         for term in result['terminators']:
+            if term['classification'] == 'jump_past_adopt' and params['short_circuits'] != 'warn':
+                raise PlanError('%s:%d jumps over the pam_slurm_adopt rule (%s): %s. Disabling a jumping rule '
+                                'would change where every other user lands, so this is not fixed automatically; '
+                                'fix that file (or set short_circuits=warn to accept it)'
+                                % (term['file'], term['line'], term['reason'], term['text'].strip()))
+            if term['classification'] == 'jump_past_adopt':
+                plan.warnings.append('%s:%d jumps over the pam_slurm_adopt rule (%s)'
+                                     % (term['file'], term['line'], term['reason']))
+                plan.kept.append(dict(term, service=service))
+                continue
             if term['classification'] != 'short_circuit':
                 plan.kept.append(dict(term, service=service))
                 continue
@@ -491,7 +501,7 @@ def _validate(params, src, work, before_invalid, lines, plan):
             raise PlanError('service %s: the adopt rule would not be last in the account stack (followed by %s)'
                             % (service, ', '.join('%s:%d' % (ln.path, ln.lineno) for ln in after)))
         if params['short_circuits'] == 'disable':
-            left = [t for t in result['terminators'] if t['classification'] == 'short_circuit']
+            left = [t for t in result['terminators'] if t['classification'] in ('short_circuit', 'jump_past_adopt')]
             if left:
                 raise PlanError('service %s: rules still end the stack before adopt: %s'
                                 % (service, ', '.join('%s:%d' % (t['file'], t['line']) for t in left)))

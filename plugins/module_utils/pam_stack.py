@@ -542,6 +542,11 @@ def classify_terminator(line, adopt_idx=None, idx=None, top=None):
                         able to log in when e.g. sssd is down)
     admin_bypass        pam_listfile/pam_access/pam_succeed_if-group rules
                         meant to let administrators in; kept
+    jump_past_adopt     a jump that lands beyond the adopt rule: ends the
+                        stack with the earlier modules' result (success
+                        for a valid user).  Never disabled automatically -
+                        commenting out a jumping rule usually sends
+                        everybody into the pam_deny it jumped over
     expired_password    only new_authtok_reqd=done (pam_unix on Debian):
                         ends the stack for a user whose password has
                         expired; kept, reported (sshd then forces a password
@@ -575,7 +580,7 @@ def classify_terminator(line, adopt_idx=None, idx=None, top=None):
         return None
     reason = ', '.join(reasons) if not line.keyword else '%s (%s)' % (line.keyword, ', '.join(reasons))
     if jump_out:
-        return ('short_circuit', reason)
+        return ('jump_past_adopt', reason)
     name = line.module_name or ''
     if name == 'pam_succeed_if.so' and _succeed_if_system_only(line.args):
         return ('system_users', reason)

@@ -118,7 +118,8 @@ after_adopt:
   elements: dict
 short_circuits:
   description: >-
-    Account rules before adopt that can end the stack successfully for an ordinary user (to be fixed).
+    Account rules before adopt that can end the stack successfully for an ordinary user (to be fixed),
+    with classification short_circuit or jump_past_adopt.
   returned: always
   type: list
   elements: dict
@@ -178,8 +179,9 @@ def inspect(params):
                              'text': line.raw.rstrip('\n')})
     after = [e.to_dict() for e in result['after_adopt']]
     adopt_last = result['adopt_index'] is not None and all(e['managed'] == 'admin_access' for e in after)
-    shorts = [t for t in result['terminators'] if t['classification'] == 'short_circuit']
-    kept = [t for t in result['terminators'] if t['classification'] != 'short_circuit']
+    bad = ('short_circuit', 'jump_past_adopt')
+    shorts = [t for t in result['terminators'] if t['classification'] in bad]
+    kept = [t for t in result['terminators'] if t['classification'] not in bad]
     problems = list(account.errors)
     if result['adopt_index'] is None:
         problems.append('no pam_slurm_adopt rule in the %s account stack' % service)

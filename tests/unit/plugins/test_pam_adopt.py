@@ -462,3 +462,21 @@ def test_interface_auto(tmp_path, adopt, modules, expected):
     assert not ret.failed, ret.result
     assert ret.result['interface'] == expected
     assert ('%s.so' % expected) in ret.result['adopt_rule']
+
+
+def test_a_jump_over_the_adopt_rule_is_refused_not_edited(tmp_path, adopt):
+    root = make_root(tmp_path, 'debian12')
+    path = os.path.join(root, 'etc/pam.d/common-account')
+    with open(path) as handle:
+        text = handle.read()
+    # a local rule at the end of common-account that jumps past the end of the stack
+    with open(path, 'a') as handle:
+        handle.write('account [success=3 default=ignore] pam_succeed_if.so user ingroup hpc\n')
+    before = snapshot(root)
+    ret = adopt(root)
+    assert ret.failed and 'jumps over the pam_slurm_adopt rule' in ret.result['msg']
+    assert snapshot(root) == before
+    ret = adopt(root, short_circuits='warn')
+    assert not ret.failed
+    assert [k['classification'] for k in ret.result['kept']].count('jump_past_adopt') == 1
+    assert read(root, '/etc/pam.d/common-account').startswith(text)

@@ -136,7 +136,7 @@ def test_jump_over_the_adopt_rule_is_a_short_circuit(tmp_path):
                 'account required pam_slurm_adopt.so\n'),
     })
     result = ps.analyse_account(ps.effective_stack(src, 'svc', 'account'))
-    assert [(t['line'], t['classification']) for t in result['terminators']] == [(3, 'short_circuit')]
+    assert [(t['line'], t['classification']) for t in result['terminators']] == [(3, 'jump_past_adopt')]
 
 
 def test_a_substack_counts_as_one_rule_for_jumps(tmp_path):
@@ -153,7 +153,7 @@ def test_a_substack_counts_as_one_rule_for_jumps(tmp_path):
         'sub': 'account required pam_a.so\naccount required pam_b.so\n',
     })
     result = ps.analyse_account(ps.effective_stack(src, 'svc', 'account'))
-    assert [t['classification'] for t in result['terminators']] == ['short_circuit']
+    assert [t['classification'] for t in result['terminators']] == ['jump_past_adopt']
 
 
 def test_missing_include_and_loops_are_errors(tmp_path):
