@@ -177,7 +177,8 @@ def access_block(rules):
 def with_access_block(current, rules):
     base = unmark(current) if current is not None else ''
     if base and not base.endswith('\n'):
-        # remembered by the +eofnl-free block: restore from the original file
+        # the block needs its own lines; the stored original (manifest) keeps
+        # the file's missing final newline for state=absent
         base += '\n'
     return base + access_block(rules)
 
