@@ -47,18 +47,34 @@ def test_keys_are_case_insensitive_comments_and_continuations(tmp_path):
     assert conf.message_timeout == C.DEFAULT_MESSAGE_TIMEOUT
 
 
-def test_include_relative_and_glob_and_last_value_wins(tmp_path):
+def test_include_relative_and_last_value_wins(tmp_path):
     (tmp_path / "conf.d").mkdir()
-    write(tmp_path / "conf.d" / "10-nodes.conf", "NodeName=n[1-2]\n")
-    write(tmp_path / "conf.d" / "20-spool.conf", "SlurmdSpoolDir=/spool/%h\n")
+    write(tmp_path / "conf.d" / "nodes.conf", "NodeName=n[1-2]\nSlurmdSpoolDir=/spool/%h\n")
     write(tmp_path / "extra.conf", "SlurmdPort=6999\n")
     path = write(tmp_path / "slurm.conf",
-                 "SlurmdPort=1\nInclude extra.conf\ninclude conf.d/*.conf\n")
+                 "SlurmdPort=1\nInclude extra.conf\ninclude conf.d/nodes.conf\n")
     conf = SlurmConfig.load(path)
     assert conf.slurmd_port == 6999
     assert conf.nodes == [("n1", "n1"), ("n2", "n2")]
     assert conf.spool_dir("n2") == "/spool/n2"
-    assert len(conf.files) == 4
+    assert len(conf.files) == 3
+
+
+def test_include_percent_c_is_the_lower_cased_cluster_name(tmp_path):
+    write(tmp_path / "big.conf", "SlurmdPort=7001\n")
+    path = write(tmp_path / "slurm.conf", "ClusterName=BIG\nInclude %c.conf\n")
+    assert SlurmConfig.load(path).slurmd_port == 7001
+
+
+def test_include_glob_is_a_config_error_as_in_slurm(tmp_path):
+    """Slurm expands no glob in Include (22.05 opens the pattern literally,
+    24.11+ refuses it): the configuration does not load."""
+    (tmp_path / "conf.d").mkdir()
+    write(tmp_path / "conf.d" / "a.conf", "SlurmdPort=7002\n")
+    path = write(tmp_path / "slurm.conf", "Include conf.d/*.conf\n")
+    with pytest.raises(C.ConfigError) as err:
+        SlurmConfig.load(path)
+    assert "does not expand glob" in str(err.value)
 
 
 def test_percent_h_is_the_nodes_hostname(tmp_path):
@@ -81,7 +97,8 @@ def test_default_spool_dir(tmp_path):
 @pytest.mark.parametrize("text,fragment", [
     ("NodeName=x\nthis is not a key value line\n", "cannot parse"),
     ("Include /nonexistent/file.conf\n", "cannot read /nonexistent/file.conf"),
-    ("Include /nonexistent/*.conf\n", "matches no file"),
+    ("Include /nonexistent/*.conf\n", "does not expand glob"),
+    ("Include %c.conf\n", "no ClusterName is set before it"),
     ("SlurmdPort=abc\n", "not a number"),
     ('AuthInfo="unterminated\n', "unterminated quote"),
 ])

@@ -163,20 +163,28 @@ class SlurmConfig(object):
                 self.values[key.lower()] = value
 
     def _include(self, target, current, depth, where):
+        """An Include line, as Slurm's parser reads it: "%c" is the ClusterName
+        defined so far, lower-cased; a relative path is taken from the
+        directory of the including file (the same as Slurm for Include lines of
+        slurm.conf itself; 24.11+ takes nested relative Includes from
+        slurm.conf's directory instead). Slurm expands no glob: 22.05 tries to
+        open the pattern as a file name and 24.11+ refuses the line, and either
+        way the configuration fails to load, so it is a ConfigError here too."""
         if not target:
             raise ConfigError("%s: Include without a file name" % where)
-        target = target.strip('"')
+        target = target.split()[0].strip('"')
+        while "%c" in target:
+            cluster = self.values.get("clustername")
+            if not cluster:
+                raise ConfigError("%s: Include %s uses %%c but no ClusterName is set before it"
+                                  % (where, target))
+            target = target.replace("%c", cluster.lower(), 1)
         if not os.path.isabs(target):
             target = os.path.join(os.path.dirname(current), target)
-        if any(char in target for char in "*?["):
-            import glob
-            matches = sorted(glob.glob(target))
-            if not matches:
-                raise ConfigError("%s: Include %s matches no file" % (where, target))
-            for match in matches:
-                self._read_file(match, depth + 1)
-        else:
-            self._read_file(target, depth + 1)
+        if "*" in target:
+            raise ConfigError("%s: Include %s: Slurm does not expand glob patterns in Include"
+                              % (where, target))
+        self._read_file(target, depth + 1)
 
     def _record_line(self, kind, pairs, where):
         if kind != "nodename":
