@@ -5,7 +5,10 @@ backend (molecule's ansible backend is about 10x slower).
 """
 
 import hashlib
+import json
+import os
 import re
+import subprocess
 
 import pytest
 from nodeutil import (
@@ -83,6 +86,43 @@ def test_admin_access_after_adopt(host):
     # the catch-all deny comes after the allows
     flat = [r.replace(" ", "") for r in rules]
     assert flat.index("-:ALL:ALL") > flat.index("+:wheel:ALL") > -1
+
+
+def pam_stack_info(host):
+    """Run the collection's hpc.slurm_adopt.pam_stack_info on the node."""
+    name = host.check_output("hostname")
+    proc = subprocess.run(
+        [
+            "ansible",
+            "-i",
+            os.environ["MOLECULE_INVENTORY_FILE"],
+            name,
+            "-o",
+            "-m",
+            "hpc.slurm_adopt.pam_stack_info",
+            "-a",
+            "service=sshd type=account",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.split("=>", 1)[1])
+
+
+def test_collections_pam_stack_info_agrees(host):
+    """The collection's own checker says healthy, and sees the same stack as ours."""
+    info = pam_stack_info(host)
+    assert info["adopt_last"], info["problems"]
+    assert not info["pam_systemd"], info["pam_systemd"]
+    assert not info["short_circuits"], info["short_circuits"]
+    assert not info["errors"], info["errors"]
+    assert not info["problems"], info["problems"]
+    theirs = [(r["control"], r["module"].rsplit("/", 1)[-1]) for r in info["stack"]]
+    ours = [(r.control, r.module_name) for r in account_stack(host)]
+    assert theirs == ours
 
 
 def test_pam_systemd_gone_everywhere_reachable(host):
