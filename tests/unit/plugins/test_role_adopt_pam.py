@@ -22,7 +22,7 @@ ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), 'ansible-playbo
 pytestmark = pytest.mark.skipif(not os.path.exists(ANSIBLE_PLAYBOOK), reason='ansible-playbook not in the venv')
 
 
-def play(root, extra, check=False):
+def play(root, extra, check=False, expect_rc=0):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_COLL_ROOT, ANSIBLE_NOCOLOR='1',
                ANSIBLE_STDOUT_CALLBACK='ansible.builtin.json', ANSIBLE_LOCALHOST_WARNING='0',
                ANSIBLE_INVENTORY_UNPARSED_WARNING='0')
@@ -33,7 +33,7 @@ def play(root, extra, check=False):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False, timeout=900)
     out = json.loads(proc.stdout[proc.stdout.index('{'):])
     stats = out['stats']['localhost']
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert proc.returncode == expect_rc, proc.stdout[-4000:] + proc.stderr[-2000:]
     return stats, out
 
 
@@ -109,8 +109,20 @@ def test_debian_tree_role_round_trip(tmp_path):
     assert '#hpc.slurm_adopt:pam_systemd# session' in text
     stats, _out = play(root, extra)
     assert stats['changed'] == 0
+    # the read-only verify entry point passes, and notices pam_systemd coming back
+    stats, _out = play(root, dict(extra, test_tasks_from='verify'))
+    assert stats['changed'] == 0 and stats['failures'] == 0
+    with open(os.path.join(root, 'etc/pam.d/common-session'), 'a') as handle:
+        handle.write('session optional pam_systemd.so\n')
+    stats, out = play(root, dict(extra, test_tasks_from='verify'), expect_rc=2)
+    assert stats['failures'] == 1
+    assert 'pam_systemd is active at /etc/pam.d/common-session' in json.dumps(out)
     play(root, dict(extra, adopt_pam_state='absent'))
-    assert snapshot(root) == before
+    after = snapshot(root)
+    # our lines are gone; the line added by hand stays (with a warning)
+    assert after.pop('etc/pam.d/common-session') == before.pop('etc/pam.d/common-session') + \
+        b'session optional pam_systemd.so\n'
+    assert after == before
 
 
 def test_role_lockout_guard_fails_before_writing(tmp_path):
