@@ -41,6 +41,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,17 @@ def percentile(values, q):
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def bootstrap_ci(values, stat=statistics.median, n=2000, level=0.95, seed=1):
+    """Percentile-bootstrap confidence interval of stat(values) (fixed seed:
+    the same samples always give the same interval)."""
+    rng = random.Random(seed)
+    k = len(values)
+    stats = sorted(stat([values[rng.randrange(k)] for _i in range(k)]) for _j in range(n))
+    lo = stats[int((1 - level) / 2 * n)]
+    hi = stats[min(n - 1, int((1 + level) / 2 * n))]
+    return [lo, hi]
+
+
 def _added_ratio(x, c_added):
     # A ratio to the C module's added cost is meaningless when that is ~nothing.
     return (x / c_added) if c_added > 0.5 else None
@@ -127,6 +139,21 @@ def summarize(samples_ms):
         }
         ratios["floor_over_added_c"] = _added_ratio(out["floor"]["added_over_plain_ms"], c_added)
         ratios["py_minus_floor_over_added_c"] = _added_ratio(own, c_added)
+        # Per round: (py - floor) - (c - plain). The four logins of a round
+        # are a second or so apart, so the machine's drift cancels; < 0 means
+        # our code on top of pam_python added less than the C module did.
+        per_round = [(y - f) - (c - p) for p, c, y, f in zip(
+            samples_ms["plain"], samples_ms["c"], samples_ms["py"], samples_ms["floor"])]
+        out["own_minus_c"] = {
+            "paired_median_ms": statistics.median(per_round),
+            "ci95_ms": bootstrap_ci(per_round),
+            "rounds_below_zero": sum(1 for d in per_round if d < 0),
+            "rounds": len(per_round),
+        }
+    for kind in kinds:
+        if kind != "plain":
+            out[kind]["paired_added_ci95_ms"] = bootstrap_ci(
+                [x - p for x, p in zip(samples_ms[kind], samples_ms["plain"])])
     return out, ratios
 
 
@@ -393,11 +420,17 @@ def print_table(results):
                                       fmt_ratio(r["added_py_over_added_c"]), r["py_over_c"],
                                       retry))
         if "floor" in st:
+            pad = " " * len(name)
             print("%s: of that, pam_python itself (floor) %.1f ms (ratio to C %s) and our code "
                   "on top of it %.1f ms (ratio to C %s)"
-                  % (" " * len(name), st["floor"]["added_over_plain_ms"],
+                  % (pad, st["floor"]["added_over_plain_ms"],
                      fmt_ratio(r["floor_over_added_c"]), st["py_minus_floor"]["median_diff_ms"],
                      fmt_ratio(r["py_minus_floor_over_added_c"])))
+            d = st["own_minus_c"]
+            print("%s: per round, (py - floor) - (c - plain): median %+.1f ms, 95%% CI "
+                  "[%+.1f, %+.1f], below zero in %d of %d rounds"
+                  % (pad, d["paired_median_ms"], d["ci95_ms"][0], d["ci95_ms"][1],
+                     d["rounds_below_zero"], d["rounds"]))
 
 
 def main(argv=None):
