@@ -56,7 +56,7 @@ start_container() {
     podman rm -f -t 2 "$c" >/dev/null 2>&1 || true
     podman run -d --name "$c" --hostname "$h" --network "$NET" --network-alias "$h" \
         --label slurm-adopt-lab=fleet \
-        --runtime runc --privileged --systemd=always \
+        --runtime runc --privileged --systemd=always --cgroupns=private \
         --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
         "$FLEET_IMAGE" >/dev/null
     log "started $c ($h)"

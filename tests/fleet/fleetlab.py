@@ -60,6 +60,8 @@ class Fleet(object):
     def __init__(self, collections_dir):
         self.collections_dir = collections_dir
         self.log_dir = os.environ.get("FLEET_LOG_DIR") or tempfile.mkdtemp(prefix="fleet-logs-")
+        if not os.path.isdir(self.log_dir):
+            os.makedirs(self.log_dir)
 
     # -- containers ---------------------------------------------------------
     def exec(self, node, cmd, user=None, timeout=120, env=None):

@@ -43,7 +43,7 @@ def test_preflight_catches_admin_group_lockout(fleet, baseline):
     the canary stops before anything is live, node2 is never touched."""
     res = fleet.playbook("site", "-e", json.dumps(
         {"fleet_access_rules": ["+:root:ALL", "+:(wheel):ALL", "-:ALL:ALL"]}))
-    assert res.rc != 0, res
+    assert res.rc != 0, res.log
     assert "LOCKOUT PRE-FLIGHT failed on saf-node1" in res.out, res.log
     assert "fleetadmin would be DENIED by the new stack" in res.out, res.log
     assert not rollout_touched(res.out, "saf-node2"), res.log
@@ -64,7 +64,7 @@ def test_failed_fresh_login_rolls_the_host_back(fleet, baseline):
     the canary restores its previous files and fails clearly."""
     res = fleet.playbook("site", "-e", json.dumps(
         {"fleet_access_rules": ["+:root:ALL", "+:(fleetwheel):192.0.2.0/24", "-:ALL:ALL"]}))
-    assert res.rc != 0, res
+    assert res.rc != 0, res.log
     assert "pre-flight passed on saf-node1" in res.out, res.log
     assert "saf-node1 ROLLED BACK" in res.out, res.log
     assert "fresh ssh login as fleetadmin" in res.out, res.log
