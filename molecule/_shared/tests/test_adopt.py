@@ -243,7 +243,9 @@ def test_alice_with_job_is_adopted_into_extern_step(host, alice_job):
         line.split(":", 2)[1:] for line in out.stdout.splitlines() if line.count(":") >= 2
     )
     # /proc/self/cgroup shows host paths (no cgroup namespace): the container's
-    # own cgroup, then the hierarchy Slurm made inside it.
+    # own cgroup, then the hierarchy Slurm made inside it.  (memory: the job
+    # has a memory allocation, DefMemPerCPU; without one 24.11 makes no memory
+    # cgroup at all.)
     for controller in ("freezer", "memory"):
         assert cgroups.get(controller, "").endswith(alice_job.extern_cgroup), out.stdout
     assert alice_job.state() == "RUNNING"
