@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import subprocess
 import sys
@@ -95,6 +96,23 @@ def bootstrap_ci(values, stat=statistics.median, n=2000, level=0.95, seed=1):
     lo = stats[int((1 - level) / 2 * n)]
     hi = stats[min(n - 1, int((1 + level) / 2 * n))]
     return [lo, hi]
+
+
+def summarize_cpu(cpu_ms):
+    """Per kind: median CPU ms per login (the sshd's whole process tree) and
+    the median added over plain per round, with a bootstrap CI."""
+    out = {}
+    for kind, xs in cpu_ms.items():
+        out[kind] = {"median_ms": statistics.median(xs)}
+        if kind != "plain":
+            diffs = [x - p for x, p in zip(xs, cpu_ms["plain"])]
+            out[kind]["paired_added_ms"] = statistics.median(diffs)
+            out[kind]["paired_added_ci95_ms"] = bootstrap_ci(diffs)
+    if "floor" in cpu_ms:
+        diffs = [y - f for y, f in zip(cpu_ms["py"], cpu_ms["floor"])]
+        out["py_minus_floor"] = {"paired_ms": statistics.median(diffs),
+                                 "ci95_ms": bootstrap_ci(diffs)}
+    return out
 
 
 def _added_ratio(x, c_added):
@@ -157,6 +175,93 @@ def summarize(samples_ms):
     return out, ratios
 
 
+# --------------------------------------------------------------------------- CPU time per login
+
+CPUACCT = "/sys/fs/cgroup/cpuacct"
+
+
+class CpuAccounting(object):
+    """CPU time that each lab sshd (and everything it forks: the per-login
+    sshd, its PAM modules, the session's `true`) uses, from a cgroup v1
+    cpuacct group per kind. Slurm (proctrack/cgroup, task/cgroup here) moves
+    an adopted sshd into the job's freezer and memory groups, never into
+    cpuacct, so the whole login stays accounted. It does not include the
+    work of slurmstepd, slurmd or munged (other processes), which both
+    modules cause alike. The listeners are moved back at the end."""
+
+    def __init__(self, lab, kinds):
+        self.kinds = kinds
+        self.root = os.path.join(CPUACCT, "slurm-adopt-bench-%d" % os.getpid())
+        self.pids = {}
+        self.original = {}
+        for kind in kinds:
+            out = subprocess.run(["ss", "-Hltnp", "sport = :%d" % lab.ports[kind]],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=10,
+                                 check=False).stdout.decode()
+            pids = sorted({int(x) for x in re.findall(r"pid=(\d+)", out)})
+            if len(pids) != 1:
+                raise OSError("cannot tell the sshd listening on port %d: %r"
+                              % (lab.ports[kind], out))
+            self.pids[kind] = pids[0]
+        os.mkdir(self.root)
+        try:
+            for kind, pid in self.pids.items():
+                self.original[kind] = self._cgroup_of(pid)
+                os.mkdir(os.path.join(self.root, kind))
+                with open(os.path.join(self.root, kind, "cgroup.procs"), "w") as f:
+                    f.write("%d\n" % pid)
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _cgroup_of(pid):
+        with open("/proc/%d/cgroup" % pid) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":", 2)
+                if "cpuacct" in parts[1].split(","):
+                    return parts[2]
+        return "/"
+
+    def usage_ns(self):
+        out = {}
+        for kind in self.kinds:
+            with open(os.path.join(self.root, kind, "cpuacct.usage")) as f:
+                out[kind] = int(f.read())
+        return out
+
+    def intact(self):
+        """Every listener is still in its group (no sshd restarted meanwhile)."""
+        try:
+            return all(self._cgroup_of(pid) == "/" + os.path.relpath(
+                os.path.join(self.root, kind), CPUACCT) for kind, pid in self.pids.items())
+        except OSError:
+            return False
+
+    def close(self):
+        for kind, pid in self.pids.items():
+            back = os.path.join(CPUACCT, self.original.get(kind, "/").lstrip("/"), "cgroup.procs")
+            try:
+                with open(back, "w") as f:
+                    f.write("%d\n" % pid)
+            except OSError:
+                pass
+        for kind in self.kinds:
+            path = os.path.join(self.root, kind)
+            for _attempt in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:       # sessions still exiting
+                    time.sleep(0.1)
+        try:
+            os.rmdir(self.root)
+        except OSError:
+            pass
+
+
 # --------------------------------------------------------------------------- the benchmark
 
 class Bench:
@@ -169,6 +274,7 @@ class Bench:
         self.lines = None            # adopt lines (c, py) in force for the current case
         # The floor sshd (pam_python with a do-nothing module) if the lab has one.
         self.kinds = tuple(k for k in KINDS if k != "floor" or "floor" in lab.ports)
+        self.cpu = None              # CpuAccounting, when available
 
     def note(self, msg):
         stamp = time.strftime("%H:%M:%S")
@@ -286,6 +392,7 @@ class Bench:
         checks = self.verify(user, expected, "before")
         kinds = self.kinds
         samples = {k: [] for k in kinds}
+        cpu = {k: [] for k in kinds}
         mid = warm + n // 2
         t_case = time.monotonic()
         for rnd in range(warm + n):
@@ -293,6 +400,7 @@ class Bench:
             order = kinds[shift:] + kinds[:shift]
             round_fail = []
             round_ms = {}
+            cpu0 = self.cpu.usage_ns() if self.cpu else None
             for kind in order:
                 dt, rc, err = self.timed_login(kind, user)
                 if rc != 0:
@@ -301,6 +409,11 @@ class Bench:
             # Verify the lab after every round: a cancelled job or a foreign one
             # invalidates the case (and explains a failed login).
             self.check_state(user, expected)
+            if self.cpu and rnd >= warm:
+                # read after check_state (an squeue): the sessions have ended by then
+                cpu1 = self.cpu.usage_ns()
+                for kind in kinds:
+                    cpu[kind].append((cpu1[kind] - cpu0[kind]) / 1e6)
             if round_fail:
                 if rnd >= warm:
                     raise Broken("measured login(s) failed with the lab undisturbed: %s"
@@ -316,11 +429,17 @@ class Bench:
         elapsed = time.monotonic() - t_case
         self.cancel_own()
         stats, ratios = summarize(samples)
+        cpu_stats = None
+        if self.cpu:
+            if not self.cpu.intact():
+                self.note("an sshd was restarted during case %s: no CPU times" % name)
+            else:
+                cpu_stats = summarize_cpu(cpu)
         return {"user": self.lab.user(user), "jobs": expected, "elapsed_s": elapsed,
                 "adopt_lines": {"c": self.lines[0], "py": self.lines[1]},
                 "py_module": py_module_info(self.lines[1]),
                 "stats": stats, "ratios": ratios, "placement_checks": checks,
-                "samples_ms": samples}
+                "samples_ms": samples, "cpu": cpu_stats, "cpu_samples_ms": cpu if self.cpu else None}
 
     def run(self):
         results = self.results
@@ -403,6 +522,27 @@ def print_table(results):
                                                     "%+.1f" % own["median_diff_ms"],
                                                     "%+.1f" % own["paired_ms"]))
         print("-" * 65)
+    if any(res.get("cpu") for res in results.values()):
+        print()
+        print("CPU time of the sshd process tree per login (cpuacct), median ms; added over plain "
+              "and py-floor per round, with 95% CI")
+        for name, res in results.items():
+            c = res.get("cpu")
+            if not c:
+                continue
+            for kind in KINDS:
+                if kind not in c:
+                    continue
+                extra = ""
+                if kind != "plain":
+                    lo, hi = c[kind]["paired_added_ci95_ms"]
+                    extra = "  added %+.1f [%+.1f, %+.1f]" % (c[kind]["paired_added_ms"], lo, hi)
+                print("%-9s %-6s %8.1f%s" % (name, kind, c[kind]["median_ms"], extra))
+            if "py_minus_floor" in c:
+                lo, hi = c["py_minus_floor"]["ci95_ms"]
+                print("%-9s %-6s %8s  added %+.1f [%+.1f, %+.1f]"
+                      % (name, "py-floor", "", c["py_minus_floor"]["paired_ms"], lo, hi))
+        print()
     for name, res in results.items():
         module = res["py_module"]
         print("%s: py module measured: %s%s" % (name, module["path"], {
@@ -449,6 +589,8 @@ def main(argv=None):
     ap.add_argument("--settle", type=float, default=60,
                     help="seconds to wait for the case's user to have no jobs and the adopt "
                          "lines to be the defaults (default: 60)")
+    ap.add_argument("--no-cpu", action="store_true",
+                    help="do not measure the sshds' CPU time (cgroup v1 cpuacct)")
     args = ap.parse_args(argv)
     if args.logins < 1 or args.warmup < 0:
         ap.error("--logins must be >= 1 and --warmup >= 0")
@@ -478,11 +620,18 @@ def main(argv=None):
     t0 = time.monotonic()
     try:
         with lab.lock(timeout=args.lock_timeout):
+            if not args.no_cpu and lab.root == "/" and os.path.isdir(CPUACCT):
+                try:
+                    bench.cpu = CpuAccounting(lab, bench.kinds)
+                except OSError as e:
+                    bench.note("no CPU accounting: %s" % e)
             try:
                 bench.run()
             finally:
                 results = bench.results
                 bench.cancel_own()
+                if bench.cpu:
+                    bench.cpu.close()
     except Broken as e:
         error, rc = "broken login: %s" % e, 1
     except Disturbed as e:
