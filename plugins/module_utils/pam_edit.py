@@ -368,12 +368,15 @@ def plan_present(params, source=None):
 
     # Work on the files as they were before this collection touched them.
     work = {}
+    before_invalid = {}
 
     def base(path):
         if path not in work:
             current = _read_host(source, path)
             plan.old[path] = current
             work[path] = unmark(current) if current is not None else None
+            if work[path] is not None:
+                before_invalid[path] = len(PamFile(path, work[path]).invalid())
         return work[path]
 
     for path in manifest.get('files', {}):
@@ -387,7 +390,6 @@ def plan_present(params, source=None):
         return FileSource(source.root, source.pamd_dir, source.vendor_dir,
                           overrides=dict((p, c) for p, c in work.items() if c is not None))
 
-    before_invalid = dict((p, len(PamFile(p, c).invalid())) for p, c in work.items() if c is not None)
     for service in params['services']:
         src = view()
         svc_path = src.service_path(service)
@@ -447,8 +449,15 @@ def plan_present(params, source=None):
             disable.setdefault(term['file'], {})[id(line)] = 'short_circuit'
             plan.disabled.append(dict(term, service=service))
         _apply_disables(src, work, disable)
-        # 4. pam_systemd, every type, every reachable file
-        if params['pam_systemd'] == 'disable':
+    # 4. pam_systemd, every type, every file reachable from the services
+    #    (and from pam_systemd_services, e.g. system-auth on RHEL)
+    if params['pam_systemd'] == 'disable':
+        for service in list(params['services']) + list(params.get('pam_systemd_services') or []):
+            src = view()
+            if src.locate(service) is None:
+                raise PlanError('pam_systemd_services: no PAM file %r' % service)
+            for path in reachable_files(src, service):
+                base(path)
             src = view()
             disable = {}
             for path in reachable_files(src, service):

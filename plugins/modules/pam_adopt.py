@@ -141,6 +141,14 @@ options:
     type: str
     choices: [disable, keep]
     default: disable
+  pam_systemd_services:
+    description:
+      - More PAM services (or files in O(pamd_dir), such as C(system-auth)) whose reachable files get pam_systemd
+        disabled too, without an adopt rule. Upstream asks for pam_systemd to be off in everything sshd or
+        system-auth includes.
+    type: list
+    elements: str
+    default: []
   replace_other_adopt_rules:
     description: Disable other rules that already run a pam_slurm_adopt (C module or a hand-written line) in the account stack; V(false) fails instead.
     type: bool
@@ -290,6 +298,7 @@ def argument_spec():
         ensure_access_for=dict(type='list', elements='str', default=['root']),
         short_circuits=dict(type='str', default='disable', choices=['disable', 'warn', 'fail']),
         pam_systemd=dict(type='str', default='disable', choices=['disable', 'keep']),
+        pam_systemd_services=dict(type='list', elements='str', default=[]),
         replace_other_adopt_rules=dict(type='bool', default=True),
         require_modules=dict(type='bool', default=True),
         module_dirs=dict(type='list', elements='path', default=[]),
@@ -304,7 +313,7 @@ def check_params(params):
     """Cross-parameter checks; returns an error message or None."""
     if not params['services']:
         return 'services must name at least one PAM service'
-    for service in params['services']:
+    for service in params['services'] + params['pam_systemd_services']:
         if not service or '/' in service or service.startswith('.'):
             return 'services: %r is not a PAM service name' % service
     for key in ('pamd_dir', 'state_dir', 'script', 'python', 'access_file', 'listfile_path'):

@@ -521,3 +521,16 @@ def test_warns_when_editing_generated_files(tmp_path, adopt):
     warnings = adopt(root).result['warnings']
     assert any('/etc/pam.d/common-session is managed by pam-auth-update' in w for w in warnings)
     assert not any('/etc/pam.d/sshd' in w for w in warnings)
+
+
+def test_pam_systemd_services_clear_more_files(tmp_path, adopt):
+    root = make_root(tmp_path, 'rocky8')
+    before = snapshot(root)
+    ret = adopt(root, pam_systemd_services=['system-auth', 'systemd-user']).result
+    files = sorted(set(d['file'] for d in ret['disabled'] if d['classification'] == 'pam_systemd'))
+    assert files == ['/etc/pam.d/password-auth', '/etc/pam.d/system-auth']
+    assert 'pam_systemd' in read(root, '/etc/pam.d/system-auth').split('#hpc.slurm_adopt:pam_systemd# ')[1]
+    assert 'hpc.slurm_adopt' not in read(root, '/etc/pam.d/systemd-user')   # no adopt rule there
+    assert adopt(root, pam_systemd_services=['nosuch']).failed
+    adopt(root, state='absent')
+    assert snapshot(root) == before
