@@ -1,6 +1,7 @@
 """Make the collection importable as ansible_collections.hpc.slurm_adopt
 (the modules import their module_utils that way) and provide fixture roots."""
 
+import atexit
 import os
 import shutil
 import sys
@@ -16,6 +17,7 @@ _COLL_ROOT = tempfile.mkdtemp(prefix='hpc-coll-')
 os.makedirs(os.path.join(_COLL_ROOT, 'ansible_collections', 'hpc'))
 os.symlink(REPO, os.path.join(_COLL_ROOT, 'ansible_collections', 'hpc', 'slurm_adopt'))
 sys.path.insert(0, _COLL_ROOT)
+atexit.register(shutil.rmtree, _COLL_ROOT, True)
 
 PAM_MODULES = ('pam_python.so', 'pam_exec.so', 'pam_access.so', 'pam_listfile.so', 'pam_unix.so')
 
