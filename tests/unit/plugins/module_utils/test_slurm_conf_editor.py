@@ -302,9 +302,12 @@ def test_edit_then_reread_from_disk_round_trips(cluster):
 def test_node_side_reader_agrees_with_the_edit(cluster):
     """The PAM module's own reader (roles/adopt_module/files) sees the edit."""
     slurmconf = pytest.importorskip("slurm_adopt.slurmconf")
-    # that reader does not expand %c (see the report): name the file literally
+    # Slurm (and that reader, like Slurm) expands no glob in Include: name the files
     main = cluster / "slurm.conf"
-    main.write_text(read(main).replace("Include %c-nodes.conf", "Include alpha-nodes.conf"))
+    parts = sorted(p.name for p in (cluster / "slurm.conf.d").glob("*.conf"))
+    main.write_text(read(main).replace(
+        "Include slurm.conf.d/*.conf",
+        "\n".join("Include slurm.conf.d/%s" % name for name in parts)))
     conf = sc.SlurmConf(str(cluster / "slurm.conf"))
     conf.merge("PrologFlags", ["Contain"])
     conf.merge("TaskPlugin", ["task/cgroup"])
