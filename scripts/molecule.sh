@@ -93,7 +93,7 @@ trap 'exit 130' INT TERM
 # Echo molecule's output and note when each "[scenario > phase]" starts/ends.
 PHASE_FILTER='
 import re, sys, time
-pat = re.compile(r"\[(\S+) > (\S+)\] (Executing|Executed)")
+pat = re.compile(r"\[(\S+) > (\S+)\]\s*(?:\x1b\[[0-9;]*m)*(Executing|Executed)")
 out = open(sys.argv[1], "w")
 start = {}
 t0 = time.monotonic()
