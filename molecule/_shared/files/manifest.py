@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """Print a manifest of the given paths, one line per filesystem object.
 
 Each line: path, type, mode, owner:group, then the sha256 of a regular file's
