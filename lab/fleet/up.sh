@@ -230,6 +230,9 @@ fi
     printf '    slurm_compute:\n      hosts:\n%s\n%s\n' "$(hostvars saf-node1)" "$(hostvars saf-node2)"
     printf '    slurm_login:\n      hosts:\n%s\n' "$(hostvars saf-login)"
 } > "$STATE/inventory.yml"
+# ssh config for testinfra (pytest --ssh-config) and for people
+printf 'Host *\n  User root\n  IdentityFile %s/root\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n' \
+    "$STATE" > "$STATE/ssh_config"
 mkdir -p "$STATE/group_vars"
 sed "s#@STATE@#$STATE#g" "$HERE/group_vars.yml" > "$STATE/group_vars/all.yml"
 

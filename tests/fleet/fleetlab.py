@@ -153,6 +153,21 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
         return res
 
 
+    def testinfra(self, *nodes):
+        """The shipped testinfra suite (tests/testinfra) over real ssh, as a
+        site would run it."""
+        hosts = ",".join("ssh://%s" % self.address(n) for n in nodes)
+        return run([os.path.join(VENV_BIN, "pytest"), "-p", "no:cacheprovider", "-o", "addopts=",
+                    "-q", "-rf", "--ssh-config=%s" % os.path.join(STATE, "ssh_config"),
+                    "--hosts=%s" % hosts, os.path.join(REPO, "tests", "testinfra")], timeout=300)
+
+    def address(self, node):
+        with open(INVENTORY) as handle:
+            text = handle.read()
+        match = re.search(r"%s:\s*\n\s*ansible_host: (\S+)" % CONTAINERS[node], text)
+        return match.group(1)
+
+
 def _fp_line(line):
     kind, rest = line.split(" ", 1)
     if kind == "logind":

@@ -158,17 +158,25 @@ def _tokens(line):
     return out
 
 
-def effective_stack(service, ptype, pam_dir="/etc/pam.d", _depth=0, _seen=None, _path=None):
+def _read_local(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def effective_stack(service, ptype, pam_dir="/etc/pam.d", _depth=0, _seen=None, _path=None,
+                    read=None):
     """The rules of type `ptype` that PAM runs for `service`, in order, with
-    include / substack / @include resolved.  Returns (rules, problems)."""
+    include / substack / @include resolved.  Returns (rules, problems).
+    `read(path)` returns a file's text (default: the local file system; the
+    testinfra suite passes a reader of the remote host's files)."""
+    read = read or _read_local
     seen = _seen if _seen is not None else []
     path = _path or os.path.join(pam_dir, service)
     problems = []
     if path in seen or len(seen) > 30:
         return [], ["include loop at %s" % path]
     try:
-        with open(path) as handle:
-            text = handle.read()
+        text = read(path)
     except (IOError, OSError) as exc:
         return [], ["cannot read %s: %s" % (path, exc)]
     rules = []
@@ -179,7 +187,7 @@ def effective_stack(service, ptype, pam_dir="/etc/pam.d", _depth=0, _seen=None, 
                 problems.append("%s:%d: @include without a file" % (path, lineno))
                 continue
             sub, probs = effective_stack(toks[1], ptype, pam_dir, _depth, seen + [path],
-                                         _inc_path(pam_dir, toks[1]))
+                                         _inc_path(pam_dir, toks[1]), read)
             rules.extend(sub)
             problems.extend(probs)
             continue
@@ -194,7 +202,7 @@ def effective_stack(service, ptype, pam_dir="/etc/pam.d", _depth=0, _seen=None, 
         if control in ("include", "substack"):
             depth = _depth + (1 if control == "substack" else 0)
             sub, probs = effective_stack(module, ptype, pam_dir, depth, seen + [path],
-                                         _inc_path(pam_dir, module))
+                                         _inc_path(pam_dir, module), read)
             if control == "substack":
                 for rule in sub:
                     rule.depth = max(rule.depth, depth)
@@ -288,8 +296,8 @@ def analyse_account(rules, conf):
     return problems, info
 
 
-def pam_systemd_rules(service, pam_dir):
-    rules, problems = effective_stack(service, "session", pam_dir)
+def pam_systemd_rules(service, pam_dir, read=None):
+    rules, problems = effective_stack(service, "session", pam_dir, read=read)
     return [r for r in rules if r.module_name == "pam_systemd.so"], problems
 
 
