@@ -121,8 +121,8 @@ def test_trailing_nul_of_the_credential_is_dropped(sock_path):
 
 
 def test_munged_error_is_reported_with_its_text(sock_path):
-    server = FakeMunged(sock_path, [answer(enc_response(cred=b"", error=13,
-                                                       text=b"Unrecognized realm"))])
+    refusal = enc_response(cred=b"", error=13, text=b"Unrecognized realm")
+    server = FakeMunged(sock_path, [answer(refusal)])
     try:
         with pytest.raises(C.MungeError) as err:
             munge.encode(b"x", sock_path, 2)

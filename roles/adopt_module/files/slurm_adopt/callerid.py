@@ -10,7 +10,7 @@ from . import munge
 from .sockets import socket
 from .constants import (AUTH_PLUGIN_MUNGE, HASH_PLUGIN_NONE, MUNGE_TIMEOUT, NO_VAL, PROTOCOL_22_05,
                         PROTOCOL_25_11, PROTOCOL_VERSIONS, REQUEST_NETWORK_CALLERID,
-                        RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC, MungeError, RpcError)
+                        RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC, RpcError)
 
 
 class CallerConn(object):
