@@ -334,3 +334,19 @@ print(json.dumps({"opened": opened, "port_src": conn.port_src, "port_dst": conn.
     out = json.loads(p.stdout.decode())
     assert [out["port_src"], out["port_dst"]] == out["want"]
     assert out["opened"] == []
+
+
+def test_own_socket_shortcut_leaks_no_descriptor():
+    client, accepted = _connected_pair(socket.AF_INET, "127.0.0.1")
+    unix_a, unix_b = socket.socketpair()
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        for _i in range(20):
+            own_netinfo("self")
+            for sock in (client, unix_a):
+                callerid._own_socket_conn(sock.fileno())
+        callerid._own_socket_conn(987654)            # not an fd: EBADF from dup
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        for sock in (client, accepted, unix_a, unix_b):
+            sock.close()

@@ -103,18 +103,19 @@ def _own_socket_conn(fd):
         dup = os.dup(fd)
     except OSError:
         return _UNKNOWN
-    sock = None
+    owner = None                        # the socket object that owns dup, if any
     try:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, dup)
+        sock = owner = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, dup)
         family = sock.getsockopt(socket.SOL_SOCKET, SO_DOMAIN)
         if family not in (socket.AF_INET, socket.AF_INET6):
             return None
         if (sock.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) != socket.SOCK_STREAM
                 or sock.getsockopt(socket.SOL_SOCKET, SO_PROTOCOL) != socket.IPPROTO_TCP):
             return None
-        if family == socket.AF_INET6:
+        if family == socket.AF_INET6:   # addresses are parsed by the object's family
+            owner = None
             sock.detach()
-            sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, 0, dup)
+            sock = owner = socket.socket(socket.AF_INET6, socket.SOCK_STREAM, 0, dup)
         try:
             local, remote = sock.getsockname(), sock.getpeername()
         except (OSError, socket.error):
@@ -127,8 +128,8 @@ def _own_socket_conn(fd):
     except (OSError, socket.error, ValueError, TypeError):
         return _UNKNOWN
     finally:
-        if sock is not None:
-            sock.close()
+        if owner is not None:
+            owner.close()
         else:
             os.close(dup)
 
