@@ -66,7 +66,7 @@ def main(argv):
             if hasattr(py_compile, "PycInvalidationMode"):
                 # Timestamp-based even when SOURCE_DATE_EPOCH is set: a hash-based
                 # .pyc would make every login read and hash the source.
-                kwargs["invalidation_mode"] = py_compile.PycInvalidationMode.TIMESTAMP
+                kwargs["invalidation_mode"] = py_compile.PycInvalidationMode.TIMESTAMP  # novermin
             py_compile.compile(source, cfile=pyc, doraise=True, **kwargs)
             os.chmod(pyc, 0o644)
         except (py_compile.PyCompileError, OSError) as exc:
