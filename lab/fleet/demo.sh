@@ -40,7 +40,7 @@ playbook() {   # playbook NAME LOGNAME [args...]: run, show the interesting line
     ansible-playbook -i "$STATE/inventory.yml" "$COLL/ansible_collections/hpc/slurm_adopt/playbooks/$name.yml" "$@" \
         > "$LOGS/$logname.log" 2>&1
     local rc=$?
-    grep -E '^PLAY \[|pre-flight passed|LOCKOUT|ROLLED BACK|"msg": "saf-|fatal:|changed: PrologFlags' \
+    grep -E '^PLAY \[|pre-flight passed|LOCKOUT|ROLLED BACK|"msg": "(saf-|fresh ssh)|fatal:' \
         "$LOGS/$logname.log" | sed -e 's/^PLAY \[\(.*\)\] \**$/ - \1/' -e 's/^ *"msg": "\(.*\)"$/     \1/' \
         -e 's/^fatal: /     FAILED: /' | cut -c1-160
     return $rc
@@ -110,7 +110,7 @@ ansible-playbook -i "$STATE/inventory.yml" "$COLL/ansible_collections/hpc/slurm_
     -e "fleet_health_json=$LOGS/health.json" > "$LOGS/healthcheck.log" 2>&1
 hc=$?
 sed -n '/TASK \[Health table\]/,/^}/p' "$LOGS/healthcheck.log" | grep -E '^ +"' \
-    | sed -e 's/^ *"//' -e 's/",\?$//' | cut -c1-150 | sed 's/^/   /'
+    | grep -v '"msg"' | sed -e 's/^ *"//' -e 's/",\?$//' | cut -c1-150 | sed 's/^/   /'
 record "health check ($((SECONDS - t))s)" "exit $hc; $(grep -o 'overall: [A-Z]* ([^)]*)' "$LOGS/healthcheck.log" | head -1)"
 note "JSON: $LOGS/health.json"
 

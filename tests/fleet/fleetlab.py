@@ -154,12 +154,14 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
 
 
     def testinfra(self, *nodes):
-        """The shipped testinfra suite (tests/testinfra) over real ssh, as a
-        site would run it."""
+        """The shipped testinfra suite (tests/testinfra of the collection
+        snapshot) over real ssh, as a site would run it."""
         hosts = ",".join("ssh://%s" % self.address(n) for n in nodes)
         return run([os.path.join(VENV_BIN, "pytest"), "-p", "no:cacheprovider", "-o", "addopts=",
                     "-q", "-rf", "--ssh-config=%s" % os.path.join(STATE, "ssh_config"),
-                    "--hosts=%s" % hosts, os.path.join(REPO, "tests", "testinfra")], timeout=300)
+                    "--hosts=%s" % hosts,
+                    os.path.join(self.collections_dir, "ansible_collections", "hpc", "slurm_adopt",
+                                 "tests", "testinfra")], timeout=300)
 
     def address(self, node):
         with open(INVENTORY) as handle:

@@ -92,6 +92,15 @@ def test_rollout(fleet):
     assert "saf-ctl: left alone (login/controller)" in res.out
 
 
+def test_second_run_changes_nothing(fleet):
+    res = fleet.playbook("site")
+    assert res.rc == 0, res.log
+    recap = res.out.split("PLAY RECAP", 1)[1]
+    changed = re.findall(r"^(\S+)\s*:.*changed=(\d+)", recap, re.M)
+    assert len(changed) == 5 and all(n == "0" for _h, n in changed), recap
+
+
+
 def test_user_with_a_job_is_adopted_into_its_extern_step(fleet):
     fleet.cancel_all()
     job = fleet.submit("fleetalice", "-w node1")
