@@ -63,6 +63,7 @@ start_container() {
 }
 for c in "${CONTAINERS[@]}"; do start_container "$c"; done
 for c in "${CONTAINERS[@]}"; do
+    # shellcheck disable=SC2016  # expanded by the container's sh
     wait_for "$FLEET_WAIT" podman exec "$c" sh -c \
         's=$(systemctl is-system-running 2>/dev/null); [ "$s" = running ] || [ "$s" = degraded ]' \
         || die "$c: systemd did not finish booting"

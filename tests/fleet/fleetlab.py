@@ -152,7 +152,6 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
         res.seconds = time.time() - started
         return res
 
-
     def testinfra(self, *nodes):
         """The shipped testinfra suite (tests/testinfra of the collection
         snapshot) over real ssh, as a site would run it."""

@@ -100,7 +100,6 @@ def test_second_run_changes_nothing(fleet):
     assert len(changed) == 5 and all(n == "0" for _h, n in changed), recap
 
 
-
 def test_user_with_a_job_is_adopted_into_its_extern_step(fleet):
     fleet.cancel_all()
     job = fleet.submit("fleetalice", "-w node1")

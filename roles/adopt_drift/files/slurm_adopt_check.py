@@ -622,8 +622,8 @@ def drain_or_resume(conf, results, dry_run=False, out=print):
         action = "resume"
     else:
         return "none"
-    out("slurm-adopt-check: %s node %s: %s" % (action, node, " ".join(shlex.quote(c)
-                                                                     for c in cmd[2:])))
+    words = " ".join(shlex.quote(c) for c in cmd[2:])
+    out("slurm-adopt-check: %s node %s: %s" % (action, node, words))
     if dry_run:
         return action
     rc, text = run(cmd, conf["timeout"])
