@@ -26,22 +26,30 @@ STATE = "/root/.molecule"
 NOT_REVERTED = ("/etc/slurm",)
 
 
-def manifest_now(host):
+# The roles' own state (originals kept by adopt_pam, ...): checked separately,
+# so that a leftover there is told apart from a changed configuration file.
+STATE_DIRS = ("/var/lib/slurm-adopt",)
+
+
+def wanted(path, state):
+    """Is path part of the comparison (state: the roles' state dirs or the rest)?"""
+    if path.startswith(NOT_REVERTED):
+        return False
+    return path.startswith(STATE_DIRS) == state
+
+
+def manifest_now(host, state=False):
     """The manifest of the snapshot paths as they are now."""
-    paths = [
-        p
-        for p in host.file(STATE + "/paths").content_string.split()
-        if not p.startswith(NOT_REVERTED)
-    ]
+    paths = [p for p in host.file(STATE + "/paths").content_string.split() if wanted(p, state)]
     out = host.check_output(
         "python3 %s/manifest.py %s" % (STATE, " ".join(shlex.quote(p) for p in paths))
     )
     return out.splitlines()
 
 
-def manifest_before(host):
+def manifest_before(host, state=False):
     lines = host.file(STATE + "/before.manifest").content_string.splitlines()
-    return [line for line in lines if not line.startswith(NOT_REVERTED)]
+    return [line for line in lines if wanted(line.split()[0], state)]
 
 
 def content_diff(host, path):
@@ -59,8 +67,10 @@ def content_diff(host, path):
 
 
 def test_every_touched_file_is_back_byte_for_byte(host):
+    """/etc/pam.d, access.conf, sshd, logind mask, pam-auth-update state, module dir."""
     before = manifest_before(host)
     now = manifest_now(host)
+    assert len(before) > 50, "suspiciously small snapshot: %r" % before
     if before == now:
         return
     report = ["manifest differs (before -> now):"]
@@ -70,6 +80,13 @@ def test_every_touched_file_is_back_byte_for_byte(host):
         if host.file(path).is_file:
             report.append(content_diff(host, path))
     raise AssertionError("\n".join(report))
+
+
+def test_no_state_left_behind(host):
+    """What the roles kept for themselves (/var/lib/slurm-adopt) is gone again."""
+    before = manifest_before(host, state=True)
+    now = manifest_now(host, state=True)
+    assert now == before, "\n".join(difflib.unified_diff(before, now, "before", "now", lineterm="", n=0))
 
 
 def test_units_are_back(host):
