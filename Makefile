@@ -6,16 +6,22 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: demo test venv lab lab-host lab-trixie lab-down unit node checks bench
+.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-down images unit node checks molecule fleet bench
 
-## demo: bring up the one-node lab and show adoption and denial over real ssh logins
-demo: lab-host
+## demo: the main job on a lab on this machine: a 4-node podman cluster (controller, two
+## compute nodes, a login node; real munge + Slurm), the rollout (playbooks/site.yml), the
+## health check (playbooks/healthcheck.yml), logins that show adoption and denial, a summary
+demo: venv images
+	bash lab/fleet/demo.sh
+
+## demo-node: the one-node lab: adoption and denial over real ssh logins, C module side by side
+demo-node: lab-host
 	/usr/bin/python3 lab/demo.py
 
-## test: the whole test suite (unit, real-Slurm node tests on 22.05 and 24.11, collection checks)
-test: venv lab
-	ADOPT_LAB_REQUIRED=1 $(PY) -m pytest tests/unit tests/node
-	scripts/check-collection.sh
+## test: the whole test suite (what CI runs: .ci/run): unit, node (real Slurm 22.05 and 24.11,
+## C module as oracle), collection checks, molecule scenarios, the fleet lab
+test: venv lab images
+	scripts/test-all.sh
 
 venv:
 	scripts/venv.sh >/dev/null
@@ -31,8 +37,12 @@ lab-trixie:
 	bash lab/trixie/up.sh
 
 lab-down:
+	-bash lab/fleet/down.sh
 	-bash lab/trixie/down.sh
 	-bash lab/host/down.sh
+
+images:
+	bash lab/images/build.sh >/dev/null
 
 unit: venv
 	$(PY) -m pytest tests/unit
@@ -42,6 +52,12 @@ node: venv lab
 
 checks: venv
 	scripts/check-collection.sh
+
+molecule: venv images
+	scripts/molecule.sh
+
+fleet: venv images
+	bash lab/fleet/test.sh
 
 ## bench: median ssh login time without/with the C module and with ours, and their ratio
 bench: lab-host
