@@ -190,7 +190,8 @@ def test_drift_turns_health_red_and_drains_the_node(fleet):
     assert status == {"saf-node1": "fail", "saf-node2": "ok"}, status
     res = fleet.testinfra("node1")
     assert res.rc == 1 and "1 failed, 8 passed" in res.out, res.out[-3000:]
-    assert "FAILED tests/testinfra/test_slurm_adopt_node.py::test_pam_systemd_unreachable" in res.out
+    assert re.search(r"^FAILED \S*tests/testinfra/test_slurm_adopt_node.py::test_pam_systemd_unreachable",
+                     res.out, re.M), res.out[-3000:]
 
     # slurmd runs the same hook every HealthCheckInterval (60 s in the lab):
     # it may have drained the node already ("drained": nothing left to do)

@@ -464,10 +464,15 @@ def check_slurm_config(conf):
 
 
 def check_slurmd(conf):
-    rc, out = run(["scontrol", "show", "slurmd"], conf["timeout"])
-    if rc != 0:
-        return FAIL, "slurmd does not answer: %s" % oneline(out)
-    return OK, "slurmd answers"
+    """slurmd answers `scontrol show slurmd` (three tries over a few
+    seconds: a slurmd restart is not a broken node)."""
+    for attempt in range(3):
+        rc, out = run(["scontrol", "show", "slurmd"], conf["timeout"])
+        if rc == 0:
+            return OK, "slurmd answers"
+        if attempt < 2:
+            time.sleep(2)
+    return FAIL, "slurmd does not answer: %s" % oneline(out)
 
 
 def _spool_dir(conf):
@@ -532,10 +537,10 @@ CHECKS = [
 SLURM_CHECKS = ("slurm_config", "slurmd", "stepd_sockets", "explain")
 
 
-def run_checks(conf, only=None):
+def run_checks(conf, only=None, skip=()):
     results = []
     for name, func in CHECKS:
-        if only and name not in only:
+        if (only and name not in only) or name in skip:
             continue
         if name in SLURM_CHECKS and not conf.get("check_slurm", True):
             continue
@@ -692,9 +697,14 @@ def main(argv=None):
         if getattr(args, key):
             conf[key] = getattr(args, key)
     if args.command == "drain":
-        conf["probe_user"] = None  # the periodic run stays cheap
+        # run by slurmd (HealthCheckProgram): the periodic run stays cheap, and
+        # slurmd itself is the caller (at its start it does not answer yet)
+        conf["probe_user"] = None
+        skip = {"slurmd"}
+    else:
+        skip = set()
     started = time.time()
-    results = run_checks(conf, args.only)
+    results = run_checks(conf, args.only, skip)
     status = overall(results)
     report = {"node": nodename(conf), "status": status, "checks": results,
               "seconds": round(time.time() - started, 3)}
