@@ -118,7 +118,13 @@ def test_munge_down_falls_back_to_action_unknown(lab, jobs):
 
 
 def _root_of(pid):
+    """The root directory of pid, or None for a process in another mount
+    namespace (a podman container's daemons: their /proc/PID/root also
+    resolves to "/" from here, and they are not this lab's)."""
     try:
+        if os.readlink("/proc/%d/ns/mnt" % pid) != os.readlink("/proc/self/ns/mnt"):
+            # a chroot lab shares our mount namespace; a container does not
+            return None
         return os.path.realpath("/proc/%d/root" % pid)
     except OSError:
         return None
