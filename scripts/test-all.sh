@@ -5,7 +5,7 @@
 # exit status is non-zero when any failed.  A summary with the time of each
 # stage is printed at the end.
 #
-#   unit      pytest tests/unit: the node-side module, the PAM parser/editor,
+#   unit      pytest tests/unit (+ the fleet node scripts, no lab needed): the node-side module, the PAM parser/editor,
 #             the slurm.conf editor, module and role tests with ansible-playbook
 #   node      pytest tests/node against the two real Slurm labs on this machine
 #             (host: Debian 12, Slurm 22.05; trixie: Debian 13 chroot, Slurm 24.11),
@@ -28,7 +28,7 @@ stages=("$@")
 
 run_stage() {
     case $1 in
-        unit)     "$PY" -m pytest -q tests/unit ;;
+        unit)     "$PY" -m pytest -q tests/unit tests/fleet/test_node_scripts.py ;;
         node)     ADOPT_LAB_REQUIRED=1 "$PY" -m pytest -q tests/node ;;
         checks)   scripts/check-collection.sh ;;
         molecule) scripts/molecule.sh ;;
