@@ -87,32 +87,30 @@ def test_broken_slurm_conf_applies_generic_failure(lab, jobs, action, allowed):
     assert lab.wait_syslog(r"cannot parse .*action_generic_failure=%s" % action, mark)
 
 
-def test_slurmd_stopped_falls_back_to_action_unknown(lab, jobs):
+def _login_with_daemon_stopped(lab, pattern):
+    """Stop this lab's daemons whose command line matches pattern, log in as
+    bob (two jobs: the callerid RPC is needed) through our module with
+    action_unknown=deny, then restore the adopt line and bring the lab up."""
     lab.set_account_options("py", "action_unknown=deny")
-    slurmd = [p for p in pids(r"slurmd( |$)") if _root_of(p) == lab.root]
+    daemons = [p for p in pids(pattern) if _root_of(p) == lab.root]
     try:
-        for pid in slurmd:
+        for pid in daemons:
             os.kill(pid, signal.SIGTERM)
-        _wait_gone(slurmd)
-        result, elapsed = timed_ssh(lab, "py", "bob")
+        _wait_gone(daemons)
+        return timed_ssh(lab, "py", "bob")
     finally:
         lab.restore_account_line("py")
         lab_up(lab)
+
+
+def test_slurmd_stopped_falls_back_to_action_unknown(lab, jobs):
+    result, elapsed = _login_with_daemon_stopped(lab, r"slurmd( |$)")
     assert result.rc == 255 and UNKNOWN in result.message and elapsed < 10
 
 
 def test_munge_down_falls_back_to_action_unknown(lab, jobs):
-    lab.set_account_options("py", "action_unknown=deny")
-    munged = [p for p in pids(r"munged") if _root_of(p) == lab.root]
     mark = lab.syslog_mark()
-    try:
-        for pid in munged:
-            os.kill(pid, signal.SIGTERM)
-        _wait_gone(munged)
-        result, elapsed = timed_ssh(lab, "py", "bob")
-    finally:
-        lab.restore_account_line("py")
-        lab_up(lab)
+    result, elapsed = _login_with_daemon_stopped(lab, r"munged")
     assert result.rc == 255 and UNKNOWN in result.message and elapsed < 10
     assert lab.wait_syslog(r"munge", mark)
 

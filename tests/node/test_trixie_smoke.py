@@ -10,7 +10,6 @@ ADOPT_LAB_REQUIRED=1, as in CI); a lab with a state file that does not work is a
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -20,8 +19,9 @@ import time
 
 import pytest
 
+import labctl  # lab/ is on sys.path (tests/node/conftest.py)
+
 STATE_FILE = "/run/slurm-adopt-lab/trixie.json"
-LOCK_FILE = "/run/slurm-adopt-lab/trixie.lock"
 LOCK_WAIT = 900
 NO_JOBS_MSG = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 EXTERN_STEP = 4294967292  # SLURM_EXTERN_CONT (0xfffffffc) since 20.11
@@ -147,22 +147,13 @@ def lab():
         pytest.skip(msg)
     with open(STATE_FILE) as f:
         state = json.load(f)
-    # The lab's advisory lock (same file as labctl.Lab.lock and lab/trixie/*.sh), so that
+    # The lab's advisory lock (labctl.Lab.lock, the same file lab/trixie/*.sh take), so that
     # concurrent test runs or up/down do not cancel our jobs or restart daemons meanwhile.
-    fd = os.open(LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + LOCK_WAIT
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    pytest.fail("trixie lab lock %s busy for %ds" % (LOCK_FILE, LOCK_WAIT))
-                time.sleep(0.5)
-        yield Trixie(state)
-    finally:
-        os.close(fd)  # releases the lock
+        with labctl.Lab.load("trixie").lock(timeout=LOCK_WAIT):
+            yield Trixie(state)
+    except labctl.LabTimeout:
+        pytest.fail("trixie lab lock busy for %ds" % LOCK_WAIT)
 
 
 @pytest.fixture
