@@ -283,14 +283,19 @@ def test_remove_items(cluster):
     assert conf.get("PrologFlags") is None
 
 
-def test_edit_then_reread_from_disk_round_trips(cluster):
-    conf = sc.SlurmConf(str(cluster / "slurm.conf"))
+def apply_prerequisites(path):
+    """The role's three edits, made by the editor and written to disk."""
+    conf = sc.SlurmConf(path)
     conf.merge("PrologFlags", ["Contain"])
     conf.merge("TaskPlugin", ["task/cgroup"])
     conf.set("ProctrackType", "proctrack/cgroup")
     for conf_file in conf.changed():
         with open(conf_file.path, "w") as handle:
             handle.write(conf_file.text)
+
+
+def test_edit_then_reread_from_disk_round_trips(cluster):
+    apply_prerequisites(str(cluster / "slurm.conf"))
     again = sc.SlurmConf(str(cluster / "slurm.conf"))
     assert again.get("PrologFlags") == "X11,Alloc,Contain"
     assert again.get("TaskPlugin") == "task/affinity,task/cgroup"
@@ -308,13 +313,7 @@ def test_node_side_reader_agrees_with_the_edit(cluster):
     main.write_text(read(main).replace(
         "Include slurm.conf.d/*.conf",
         "\n".join("Include slurm.conf.d/%s" % name for name in parts)))
-    conf = sc.SlurmConf(str(cluster / "slurm.conf"))
-    conf.merge("PrologFlags", ["Contain"])
-    conf.merge("TaskPlugin", ["task/cgroup"])
-    conf.set("ProctrackType", "proctrack/cgroup")
-    for conf_file in conf.changed():
-        with open(conf_file.path, "w") as handle:
-            handle.write(conf_file.text)
+    apply_prerequisites(str(cluster / "slurm.conf"))
     node = slurmconf.SlurmConfig.load(str(cluster / "slurm.conf"), with_cgroup=False)
     assert node.get("PrologFlags") == "X11,Alloc,Contain"
     assert node.get("TaskPlugin") == "task/affinity,task/cgroup"
