@@ -17,6 +17,7 @@ binds=None, timeout=10.0, protect=True, python=None)`` returns a dict::
     {'results': [result, ...],      # one per query, same order
      'warnings': [str, ...],        # mounts that could not be made read-only, ...
      'libpam': '/usr/lib/x86_64-linux-gnu/libpam.so.0.85.1',   # the library used
+     'python': '3.11.2',            # the interpreter that ran the transactions
      'elapsed': 1.23}
 
 A **query** is a dict:
@@ -1008,6 +1009,7 @@ def stage_run(spec_path):
         runner.setup()
         out['results'] = runner.run()
         out['libpam'] = next((r.get('libpam') for r in out['results'] if r.get('libpam')), None)
+        out['python'] = '%d.%d.%d' % tuple(sys.version_info[:3])
         for res in out['results']:
             res.pop('libpam', None)
     except EvalError as exc:

@@ -292,3 +292,74 @@ def property_check(before, after, service='sshd'):
             violations.append('%s: still PAM_SUCCESS (the adopt rule does not deny a user without a job)'
                               % _pam_eval.describe(res))
     return violations
+
+
+# --------------------------------------------------------------------------
+# Today's editor (plugins/module_utils/pam_edit.py), for the property runs
+
+
+def import_collection():
+    """Make ``ansible_collections.hpc.slurm_adopt`` importable (a temporary
+    collection root whose hpc/slurm_adopt points at this checkout)."""
+    try:
+        import ansible_collections.hpc.slurm_adopt  # noqa: F401  pylint: disable=unused-import
+        return
+    except ImportError:
+        pass
+    import atexit
+    import tempfile
+    root = tempfile.mkdtemp(prefix='pe-coll-')
+    os.makedirs(os.path.join(root, 'ansible_collections', 'hpc'))
+    os.symlink(REPO, os.path.join(root, 'ansible_collections', 'hpc', 'slurm_adopt'))
+    atexit.register(shutil.rmtree, root, True)
+    sys.path.insert(0, root)
+
+
+def editor_params(root, **overrides):
+    """pam_adopt's parameters with its defaults, as site.yml sets them for
+    the user classes (the Ansible user and the admin group in access_rules
+    and ensure_access_for), resolved like the module does."""
+    import_collection()
+    from ansible_collections.hpc.slurm_adopt.plugins.modules import pam_adopt
+    params = dict((k, v.get('default')) for k, v in pam_adopt.argument_spec().items())
+    params.update(root=root, interface='pam_python', require_modules=False, check_mode=False,
+                  access_rules=['+:root:ALL', '+:%s:ALL' % CLASSES['ansible']['name'], '+:(%s):ALL' % ADMIN_GROUP,
+                                '-:ALL:ALL'],
+                  ensure_access_for=['root', CLASSES['ansible']['name']])
+    params.update(overrides)
+    err = pam_adopt.check_params(params)
+    if err:
+        raise ValueError(err)
+    return params
+
+
+def apply_editor(root, **overrides):
+    """plan_present + commit on the tree at ``root`` (a copy: it is
+    changed).  Returns the plan, or raises pam_edit.PlanError."""
+    import_collection()
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    params = editor_params(root, **overrides)
+    plan = pam_edit.plan_present(params)
+    pam_edit.commit(params, plan, 'present')
+    return plan
+
+
+# --------------------------------------------------------------------------
+# Image roots
+
+
+def image_root(suite):
+    """Root file system of a Debian ``suite`` image (bookworm, trixie, sid):
+    $PAM_EVAL_<SUITE>_ROOT when set, else the pam-corpus helper's cached
+    chroot (lab/pamcorpus/chroot.sh SUITE, built once under /var/cache).
+    Returns None when neither exists in this checkout."""
+    env = os.environ.get('PAM_EVAL_%s_ROOT' % suite.upper())
+    if env:
+        return env
+    script = os.path.join(REPO, 'lab', 'pamcorpus', 'chroot.sh')
+    if not os.path.exists(script):
+        return None
+    proc = subprocess.run(['bash', script, suite], capture_output=True, text=True, timeout=3600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError('lab/pamcorpus/chroot.sh %s failed: %s' % (suite, proc.stderr[-3000:]))
+    return os.path.join(proc.stdout.strip().splitlines()[-1], 'root')

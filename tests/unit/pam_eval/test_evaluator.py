@@ -230,3 +230,27 @@ def test_compare_reports_changes_missing_and_new_hung_modules():
     ])
     allowed = pe.compare(before, after, allowed=lambda b, a: b['query']['service'] == 'sshd')
     assert not any(v.startswith('sshd') for v in allowed) and len(allowed) == 3
+
+
+def test_image_root_uses_the_images_libpam_python_and_users(tmp_path, harness):
+    """root=<image>: the transactions run chrooted in the image with its own
+    python (3.14 in sid), libpam and /etc/passwd; probe users are added to
+    the image's files in the namespace only; nothing in the image changes."""
+    root = harness.image_root('sid')
+    if root is None:
+        pytest.skip('no sid image in this checkout (lab/pamcorpus/chroot.sh, branch pam-corpus) and '
+                    'PAM_EVAL_SID_ROOT is not set')
+    tree = _tree(tmp_path, {'pe-unix': UNIX})
+    image_paths = [os.path.join(root, p.lstrip('/')) for p in ('/etc/passwd', '/etc/shadow', '/etc/group',
+                                                                  '/etc/pam.d', '/tmp', '/home')]
+    before = _digest(image_paths)
+    out = pe.evaluate([{'service': 'pe-unix', 'user': 'pe-img', 'op': 'auth', 'password': 'pw'},
+                       {'service': 'pe-unix', 'user': 'sssd', 'op': 'account'},
+                       {'service': 'sshd', 'user': 'root', 'op': 'account'}],
+                      tree=tree, root=root, probe_users=[{'name': 'pe-img', 'uid': 4110, 'password': 'pw'}])
+    img, image_user, sshd = out['results']
+    assert 'sssd' not in open('/etc/passwd').read(), 'pick a user that only the image has'
+    assert out['python'].startswith('3.14')
+    assert img['rc_name'] == 'PAM_SUCCESS' and image_user['rc_name'] == 'PAM_SUCCESS'
+    assert sshd['rc_name'] == 'PAM_ABORT', 'the tree (no sshd, no other) hides the image pam.d'
+    assert _digest(image_paths) == before
