@@ -85,9 +85,11 @@ The evaluation runs in a child process that unshares its mount namespace
   path: ``/etc/pam.d``, ``/usr/lib/pam.d``, ``/etc/security``,
   ``/etc/passwd``, ``/etc/group``, ``/etc/shadow``, ``/etc/gshadow``,
   ``/etc/nsswitch.conf``, ``/etc/login.defs``, ``/etc/environment``,
-  ``/var/lib/extrausers``.  When a tree is given without ``usr/lib/pam.d``,
-  the real vendor directory is hidden (empty tmpfs) so that only the tree's
-  files are seen.
+  ``/var/lib/extrausers``, ``/etc/authselect`` (RHEL's pam.d files are
+  symlinks into it).  A path the system lacks is created in the namespace
+  (overlay over its parent).  When a tree is given without
+  ``usr/lib/pam.d``, the real vendor directory is hidden (empty tmpfs) so
+  that only the tree's files are seen.
 * ``probe_users``: users that exist only in the namespace.  Each is a dict
   ``name`` (required), ``uid``, ``gid`` (default: uid), ``groups`` (extra
   group names; created if missing), ``home``, ``shell``, ``password``
@@ -190,7 +192,7 @@ OPS = ('auth', 'account', 'setcred', 'open_session', 'chauthtok')
 TREE_PATHS = (
     '/etc/pam.d', '/usr/lib/pam.d', '/etc/security', '/etc/passwd', '/etc/group',
     '/etc/shadow', '/etc/gshadow', '/etc/nsswitch.conf', '/etc/login.defs',
-    '/etc/environment', '/var/lib/extrausers')
+    '/etc/environment', '/var/lib/extrausers', '/etc/authselect')
 VENDOR_DIR = '/usr/lib/pam.d'
 MODULE_DIR_GLOBS = (
     '/lib/security', '/lib64/security', '/usr/lib/security', '/usr/lib64/security',
@@ -620,17 +622,36 @@ class _Runner(object):
         tree = self.spec.get('tree')
         if not tree:
             return
+        present = [p for p in TREE_PATHS if os.path.lexists(os.path.join(tree, p.lstrip('/')))]
+        for path in present:
+            if not os.path.lexists(path):
+                self._make_mountpoint(path, os.path.isdir(os.path.join(tree, path.lstrip('/'))))
         for path in TREE_PATHS:
             src = os.path.join(tree, path.lstrip('/'))
-            if os.path.lexists(src):
-                if not os.path.lexists(path) and path == VENDOR_DIR:
-                    raise EvalError('the tree has %s but this system has no such directory to mount over' % path)
-                if not os.path.lexists(path):
-                    self.warnings.append('tree has %s, the system does not: not used' % path)
-                    continue
+            if path in present:
                 self._bind_over(src, path)
             elif path == VENDOR_DIR and os.path.isdir(path):
                 mount('pam-eval', path, 'tmpfs', MS_NOSUID | MS_NODEV | MS_RDONLY, 'mode=0755')
+
+    def _make_mountpoint(self, path, is_dir):
+        """Create ``path`` (missing on this system) inside the namespace: an
+        overlay (upper layer in the scratch tmpfs) over its parent directory,
+        then the directory or file in the merged view."""
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise EvalError('cannot mount the tree\'s %s: %s does not exist on this system' % (path, parent))
+        upper = os.path.join(self.scratch, 'mp-%s' % path.strip('/').replace('/', '_'))
+        os.makedirs(os.path.join(upper, 'u'))
+        os.makedirs(os.path.join(upper, 'w'))
+        try:
+            mount('overlay', parent, 'overlay', 0, 'lowerdir=%s,upperdir=%s/u,workdir=%s/w' % (parent, upper, upper))
+        except OSError as exc:
+            raise EvalError('the tree has %s, this system does not, and no overlay can create it: %s' % (path, exc))
+        if is_dir:
+            os.mkdir(path)
+        else:
+            open(path, 'w').close()
+        self.warnings.append('%s does not exist on this system: created in the namespace for the tree' % path)
 
     def _read(self, path):
         try:

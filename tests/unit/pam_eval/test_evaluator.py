@@ -257,3 +257,19 @@ def test_image_root_uses_the_images_libpam_python_and_users(tmp_path, harness):
     assert img['rc_name'] == 'PAM_SUCCESS' and image_user['rc_name'] == 'PAM_SUCCESS'
     assert sshd['rc_name'] == 'PAM_ABORT', 'the tree (no sshd, no other) hides the image pam.d'
     assert _digest(image_paths) == before
+
+
+def test_authselect_symlinks_and_paths_missing_on_the_system(tmp_path):
+    """RHEL: /etc/pam.d/system-auth -> /etc/authselect/system-auth (absolute).
+    The tree's etc/authselect is mounted although this system has none."""
+    assert not os.path.exists('/etc/authselect'), 'this test needs a system without /etc/authselect'
+    tree = _tree(tmp_path, {'pe-rhel': 'account include system-auth\n'})
+    os.makedirs(os.path.join(tree, 'etc', 'authselect'))
+    with open(os.path.join(tree, 'etc', 'authselect', 'system-auth'), 'w') as handle:
+        handle.write('account required pam_succeed_if.so user = root\n')
+    os.symlink('/etc/authselect/system-auth', os.path.join(tree, 'etc', 'pam.d', 'system-auth'))
+    out = pe.evaluate([{'service': 'pe-rhel', 'user': u} for u in ('root', 'pe-x')], tree=tree,
+                      probe_users=[{'name': 'pe-x', 'uid': 4111}])
+    assert [r['rc_name'] for r in out['results']] == ['PAM_SUCCESS', 'PAM_AUTH_ERR']
+    assert not os.path.exists('/etc/authselect')
+    assert any('/etc/authselect' in w for w in out['warnings'])
