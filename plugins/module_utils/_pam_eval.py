@@ -135,7 +135,7 @@ Example::
     q = [{'service': 'sshd', 'user': 'root', 'op': 'account', 'rhost': '10.0.0.1'}]
     before = evaluate(q, tree='/tmp/before')['results']
     after = evaluate(q, tree='/tmp/after')['results']
-    assert compare(before, after) == []
+    problems = compare(before, after)      # [] when every answer is the same
 
 Command line (what the evaluator runs itself): ``python3 _pam_eval.py ns
 SPEC`` (set up the namespace, then exec the runner) and ``python3
@@ -341,7 +341,7 @@ def evaluate(queries, tree=None, root=None, probe_users=(), module_overlay=None,
             'queries': queries, 'root': root, 'inside': inside, 'work': work,
             'tree': os.path.join(inside, 'tree') if tree else None, 'tree_host': tree,
             'probe_users': users, 'module_overlay': overlay,
-            'binds': [(t, s, m, i) for t, s, m, i in bind_list], 'protect': bool(protect),
+            'binds': list(bind_list), 'protect': bool(protect),
             'python': _find_python(root, python), 'files': dict(files or {}),
         }
         with open(os.path.join(work, 'spec.json'), 'w') as handle:
@@ -720,9 +720,9 @@ class _Runner(object):
                 continue
             uid = int(user.get('uid', 60000 + len(lines_p)))
             gid = int(user.get('gid', uid))
-            lines_p.append('%s:x:%d:%d:%s:%s:%s' % (name, uid, gid, user.get('gecos', 'pam-eval probe'),
-                                                     user.get('home', '/home/%s' % name),
-                                                     user.get('shell', '/bin/bash')))
+            lines_p.append('%s:x:%d:%d:%s:%s:%s' % (
+                name, uid, gid, user.get('gecos', 'pam-eval probe'), user.get('home', '/home/%s' % name),
+                user.get('shell', '/bin/bash')))
             lines_s.append('%s:%s:19000:0:99999:7:::' % (name, user.get('hash', '*')))
             if gid not in used_gids and user.get('create_group', True):
                 groups.append([name, str(gid), [], None])
@@ -1062,4 +1062,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv))
+    raise SystemExit(main(sys.argv))

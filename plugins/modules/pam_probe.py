@@ -23,11 +23,11 @@ description:
   - Each transaction runs in its own process with a deadline (O(timeout)); a hung module gives that query
     RV(results[].status=timeout) instead of hanging the play.
   - O(allow) and O(deny) state who must get in and who must be refused; the module fails, listing every unmet
-    expectation, when one is not met (for example the rollout's lockout pre-flight: root, the connecting user and an
-    administrator must pass, an ordinary user without a job must be denied).
+    expectation, when one is not met (for example the rollout's lockout pre-flight, where root, the connecting user
+    and an administrator must pass and an ordinary user without a job must be denied).
   - O(compare_tree) evaluates the same queries a second time on another tree and reports every answer that differs,
     except the O(allowed_changes).
-  - Needs no package: ctypes on the node's libpam (no pamtester). Needs root and Linux mount namespaces.
+  - Needs no package (ctypes on the node's libpam, no pamtester). Needs root and Linux mount namespaces.
 author:
   - hpc.slurm_adopt maintainers (@hpc-slurm-adopt)
 options:
@@ -142,6 +142,7 @@ attributes:
     description: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 seealso:
   - module: hpc.slurm_adopt.pam_stack_info
   - module: hpc.slurm_adopt.pam_adopt

@@ -195,11 +195,20 @@ def probe_users(scenario):
 
 
 def stage_tree(dest, pamd, security=None, vendor=None):
-    """A tree for the evaluator at ``dest``: ``etc/pam.d`` from ``pamd``,
+    """A tree for the evaluator at ``dest``.
+
+    ``pamd`` is either a pam.d directory (then: ``etc/pam.d`` from it,
     ``etc/security`` from ``security`` (default: this machine's
     /etc/security, the real defaults of pam_access, pam_limits, ...),
     ``usr/lib/pam.d`` from ``vendor`` (default: none, the real one is then
-    hidden).  Returns ``dest``."""
+    hidden)), or a tree laid out like a root (it has ``etc/pam.d``; the
+    corpus trees): copied whole, symlinks kept, ``etc/security`` added from
+    ``security`` or this machine when it has none.  Returns ``dest``."""
+    if os.path.isdir(os.path.join(pamd, 'etc', 'pam.d')):
+        shutil.copytree(pamd, dest, symlinks=True)
+        if not os.path.isdir(os.path.join(dest, 'etc', 'security')):
+            shutil.copytree(security or '/etc/security', os.path.join(dest, 'etc', 'security'), symlinks=True)
+        return dest
     os.makedirs(os.path.join(dest, 'etc'), exist_ok=True)
     shutil.copytree(pamd, os.path.join(dest, 'etc', 'pam.d'), symlinks=True)
     shutil.copytree(security or '/etc/security', os.path.join(dest, 'etc', 'security'), symlinks=True)

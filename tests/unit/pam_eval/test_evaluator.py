@@ -244,8 +244,8 @@ def test_image_root_uses_the_images_libpam_python_and_users(tmp_path, harness):
         pytest.skip('no sid image in this checkout (lab/pamcorpus/chroot.sh, branch pam-corpus) and '
                     'PAM_EVAL_SID_ROOT is not set')
     tree = _tree(tmp_path, {'pe-unix': UNIX})
-    image_paths = [os.path.join(root, p.lstrip('/')) for p in ('/etc/passwd', '/etc/shadow', '/etc/group',
-                                                                  '/etc/pam.d', '/tmp', '/home')]
+    image_paths = [os.path.join(root, p.lstrip('/'))
+                   for p in ('/etc/passwd', '/etc/shadow', '/etc/group', '/etc/pam.d', '/tmp', '/home')]
     before = _digest(image_paths)
     out = pe.evaluate([{'service': 'pe-unix', 'user': 'pe-img', 'op': 'auth', 'password': 'pw'},
                        {'service': 'pe-unix', 'user': 'sssd', 'op': 'account'},
@@ -273,3 +273,15 @@ def test_authselect_symlinks_and_paths_missing_on_the_system(tmp_path):
     assert [r['rc_name'] for r in out['results']] == ['PAM_SUCCESS', 'PAM_AUTH_ERR']
     assert not os.path.exists('/etc/authselect')
     assert any('/etc/authselect' in w for w in out['warnings'])
+
+
+def test_extra_binds(tmp_path):
+    """binds: a file of ours over /etc/shells; the real pam_shells reads it."""
+    tree = _tree(tmp_path, {'pe-shells': 'account required pam_shells.so\n'})
+    shells = tmp_path / 'shells'
+    shells.write_text('/bin/sh\n/usr/local/bin/pe-shell\n')
+    q = [{'service': 'pe-shells', 'user': 'pe-sh', 'op': 'account'}]
+    users = [{'name': 'pe-sh', 'uid': 4112, 'shell': '/usr/local/bin/pe-shell'}]
+    plain = pe.evaluate(q, tree=tree, probe_users=users)['results'][0]
+    bound = pe.evaluate(q, tree=tree, probe_users=users, binds={'/etc/shells': str(shells)})['results'][0]
+    assert (plain['rc_name'], bound['rc_name']) == ('PAM_AUTH_ERR', 'PAM_SUCCESS')
