@@ -129,6 +129,12 @@ strings: a result present on one side only; ``field`` differing where
 ``allowed(before_result, after_result)`` is not true; a result whose trace
 touches a module tagged ``hung_tag`` after but not before.
 
+``expectation_failures(results, allow=(), deny=())``: readable lines for
+users in ``allow`` not answered PAM_SUCCESS and users in ``deny`` answered
+PAM_SUCCESS or not answered (a lockout guard).  ``allowed_by(rules)``: a
+predicate for ``compare`` from rules ``{'service', 'user', 'op', 'to':
+'deny'|'allow'|'any'}`` (missing keys match anything).
+
 Example::
 
     from _pam_eval import evaluate, compare
@@ -449,6 +455,44 @@ def compare(before, after, allowed=None, key=result_key, field='rc_name', hung_t
                 violations.append('%s: now touches a hung module (%s), did not before'
                                   % (describe(b), ', '.join(now)))
     return violations
+
+
+def expectation_failures(results, allow=(), deny=()):
+    """Readable lines for every result of a user in ``allow`` that is not
+    PAM_SUCCESS, and of a user in ``deny`` that is PAM_SUCCESS or has no
+    answer (timeout, error): what a lockout guard checks."""
+    failures = []
+    for res in results:
+        user = res['query']['user']
+        if user in allow and res['rc_name'] != 'PAM_SUCCESS':
+            failures.append('%s: %s, must be allowed' % (describe(res), res['rc_name']))
+        if user in deny and (res['status'] != 'ok' or res['rc_name'] == 'PAM_SUCCESS'):
+            failures.append('%s: %s, must be denied' % (describe(res), res['rc_name']))
+    return failures
+
+
+def allowed_by(rules):
+    """A predicate for ``compare``: a change is allowed when a rule
+    matches its query (``service``, ``user``, ``op``; a missing key matches
+    anything) and the new answer is what the rule's ``to`` allows: ``deny``
+    (an answer that is not PAM_SUCCESS, not a timeout), ``allow``
+    (PAM_SUCCESS) or ``any``."""
+    def allowed(before, after):
+        q = before['query']
+        for rule in rules:
+            if rule.get('service') not in (None, q['service']) or rule.get('user') not in (None, q['user']):
+                continue
+            if rule.get('op') not in (None, (q.get('ops') or [q.get('op')])[0]):
+                continue
+            to = rule.get('to', 'any')
+            if to == 'any':
+                return True
+            if to == 'deny' and after['status'] == 'ok' and after['rc_name'] != 'PAM_SUCCESS':
+                return True
+            if to == 'allow' and after['rc_name'] == 'PAM_SUCCESS':
+                return True
+        return False
+    return allowed
 
 
 # --------------------------------------------------------------------------

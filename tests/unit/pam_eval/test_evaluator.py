@@ -285,3 +285,18 @@ def test_extra_binds(tmp_path):
     plain = pe.evaluate(q, tree=tree, probe_users=users)['results'][0]
     bound = pe.evaluate(q, tree=tree, probe_users=users, binds={'/etc/shells': str(shells)})['results'][0]
     assert (plain['rc_name'], bound['rc_name']) == ('PAM_AUTH_ERR', 'PAM_SUCCESS')
+
+
+def test_expectations_and_allowed_rules():
+    ok, denied = _res('sshd', 'a', 'PAM_SUCCESS'), _res('sshd', 'b', 'PAM_PERM_DENIED')
+    hung = dict(_res('sshd', 'b', 'timeout'), status='timeout')
+    assert pe.expectation_failures([ok, denied], allow=['a'], deny=['b']) == []
+    assert pe.expectation_failures([ok, denied], allow=['b'], deny=['a']) == [
+        'sshd account a: PAM_SUCCESS, must be denied', 'sshd account b: PAM_PERM_DENIED, must be allowed']
+    assert pe.expectation_failures([hung], deny=['b']) == ['sshd account b: timeout, must be denied']
+    rule = pe.allowed_by([{'service': 'sshd', 'user': 'b', 'to': 'deny'}])
+    b_ok = _res('sshd', 'b', 'PAM_SUCCESS')
+    assert rule(b_ok, denied) and not rule(b_ok, hung) and not rule(ok, denied)
+    assert not rule(_res('su', 'b', 'PAM_SUCCESS'), denied)
+    assert pe.allowed_by([{'op': 'auth'}])(ok, denied) is False
+    assert pe.allowed_by([{'to': 'allow'}])(denied, ok) is True
