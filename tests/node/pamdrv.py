@@ -171,6 +171,7 @@ def call(lab, kind, user, via_job=None, v6=False, marker=None, timeout=60, no_la
                 mark = lab.syslog_mark()
                 start = time.monotonic()
         out, err = proc.communicate(input="go\n" if before_pam else None, timeout=timeout)
+        elapsed = time.monotonic() - start
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -179,7 +180,6 @@ def call(lab, kind, user, via_job=None, v6=False, marker=None, timeout=60, no_la
                 client.communicate(timeout=30)
             except subprocess.TimeoutExpired:
                 client.kill()
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, (out, err)
     rc, messages, env, cgroup, seen = None, [], {}, [], False
     for line in out.splitlines():
