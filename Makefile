@@ -67,7 +67,9 @@ mutation: venv
 	find $(MUTATION_DIR)/src -name __pycache__ -prune -exec rm -rf {} +
 	cp -r tests/fakes $(MUTATION_DIR)/tests/
 	cp tests/unit/conftest.py $(addprefix tests/unit/,$(MUTATION_TESTS)) $(MUTATION_DIR)/tests/unit/
-	{ echo '[mutmut]'; echo 'source_paths=src/slurm_adopt'; echo 'also_copy=src/pam_slurm_adopt.py'; \
+	printf '[pytest]\n# stops pytest from using the checkout'"'"'s pytest.ini (its pythonpath\n# would import the unmutated package)\n' > $(MUTATION_DIR)/pytest.ini
+	{ echo '[mutmut]'; echo 'source_paths=src/slurm_adopt'; echo 'also_copy='; \
+	  echo '    src/pam_slurm_adopt.py'; echo '    pytest.ini'; \
 	  echo 'pytest_add_cli_args_test_selection='; \
 	  for t in $(MUTATION_TESTS); do echo "    tests/unit/$$t"; done; \
 	  echo 'pytest_add_cli_args='; echo '    -p'; echo '    no:cacheprovider'; \

@@ -237,7 +237,7 @@ def normaliser(lab, jobs):
         line = re.sub(r"\bport \d+", "port <port>", line)
         line = re.sub(r"\bProcess \d+", "Process <pid>", line)
         line = re.sub(r"\badopt \d+\b", "adopt <pid>", line)
-        return re.sub(r"\b\d+\b", lambda m: names.get(m.group(0), m.group(0)), line)
+        return re.sub(r"(?<![:\w])\d+\b", lambda m: names.get(m.group(0), m.group(0)), line)
     return normalise
 
 

@@ -174,3 +174,15 @@ def test_two_jobs_from_outside_newest(drv, jobs):
         same = lambda lines: [l.replace("<bob_old>", "<job>").replace("<bob_new>", "<job>")
                               for l in lines]
         assert same(got["c"]["syslog"]) == same(got["py"]["syslog"]), got
+
+
+@pytest.mark.timeout(120)
+def test_callerid_over_ipv6(drv, jobs):
+    """The connection comes from ::1 (a client inside bob's older job); both
+    modules ask the slurmd at ::1 (CommunicationParameters=EnableIPv6 in the
+    labs) and adopt into that job."""
+    got = run_both(drv, jobs, "bob", via="bob_old", v6=True)
+    assert got["py"] == got["c"], got
+    expect(got, **adopted(jobs, "bob_old"))
+    assert "From ::1 port <port> as %s: member of job <bob_old>" % drv.user("bob") \
+        in got["py"]["syslog"]
