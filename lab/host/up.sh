@@ -338,8 +338,9 @@ EOF
     fi
     if pid_alive "$pidf"; then
         log "sshd: restarting $svc (config changed)"
-        kill "$(cat "$pidf")" 2>/dev/null || true
-        pid=$(cat "$pidf"); wait_for 10 "old $svc to exit" dead "$pid" || true
+        pid=$(cat "$pidf")      # read before the kill: sshd removes its pid file on exit
+        kill "$pid" 2>/dev/null || true
+        wait_for 10 "old $svc to exit" dead "$pid" || true
     fi
     port_listening "$port" && die "port $port is in use by something else: $(ss -Hltnp "sport = :$port")"
     "${DAEMON_ENV[@]}" "$bin" -t -f "$conf" || die "sshd config $conf is invalid"
