@@ -290,7 +290,9 @@ def dribbling_netns(lab):
     every 0.5 s."""
     name = "adopt-drip-%d" % os.getpid()
     host_if, ns_if = "adrh%d" % (os.getpid() % 10000), "adrn%d" % (os.getpid() % 10000)
-    run = lambda *cmd: subprocess.run(cmd, check=True, timeout=30)
+
+    def run(*cmd):
+        subprocess.run(cmd, check=True, timeout=30)
     run("ip", "netns", "add", name)
     peer = None
     try:

@@ -166,13 +166,15 @@ def test_two_jobs_from_outside_newest(drv, jobs):
     assert NO_SOCKET in got["py"]["syslog"]
     if version(lab) >= (26, 5):
         assert got["c"]["rc"] == "PAM_SUCCESS" and got["c"]["job"] in (jobs.bob_old, jobs.bob_new)
-        named = lambda lines: [l.replace("<bob_old>", "<bob_new>") for l in lines]
-        assert named(got["c"]["syslog"]) == got["py"]["syslog"], got
+        named = [line.replace("<bob_old>", "<bob_new>") for line in got["c"]["syslog"]]
+        assert named == got["py"]["syslog"], got
     else:
         assert got["c"]["rc"] == "PAM_SUCCESS" and got["c"]["job"] in (jobs.bob_old, jobs.bob_new)
         assert got["c"]["cgroup_stat_lines"] == 2
-        same = lambda lines: [l.replace("<bob_old>", "<job>").replace("<bob_new>", "<job>")
-                              for l in lines]
+
+        def same(lines):
+            return [line.replace("<bob_old>", "<job>").replace("<bob_new>", "<job>")
+                    for line in lines]
         assert same(got["c"]["syslog"]) == same(got["py"]["syslog"]), got
 
 

@@ -29,8 +29,8 @@ def main(path):
         n = sum(v for s, v in counts.items() if s not in IGNORED)
         total += n
         killed += k
-        print("%-28s %4d/%4d killed (%5.1f %%)  %s" % (module, k, n, 100.0 * k / max(n, 1),
-                                                     dict(counts)))
+        print("%-28s %4d/%4d killed (%5.1f %%)  %s"
+              % (module, k, n, 100.0 * k / max(n, 1), dict(counts)))
     print("mutation score: %d/%d = %.1f %%" % (killed, total, 100.0 * killed / max(total, 1)))
     print("surviving mutants (%d):" % len(survivors))
     for line in survivors:
