@@ -61,7 +61,7 @@ node: venv lab
 ## python3 or python3 -S cannot import mutmut's trampolines and are left out of it.
 MUTATION_DIR := build/mutation
 MUTATION_TESTS := test_flow.py test_stepd.py test_callerid.py test_options.py test_slurmconf.py \
-	test_entry.py test_munge.py
+	test_entry.py test_munge.py test_log.py
 mutation: venv
 	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)/src $(MUTATION_DIR)/tests/unit
 	cp -r roles/adopt_module/files/slurm_adopt roles/adopt_module/files/pam_slurm_adopt.py $(MUTATION_DIR)/src/
