@@ -40,8 +40,8 @@ def test_levels_prefixes_and_priorities(devlog):
     log.debug2("d2")
     log.debug3("d3")                     # above the level: not sent
     got = [received(devlog) for _ in range(5)]
-    assert [line.split(": ", 1)[1] for line in got] == ["error: e", "i", "v", "debug:  d",
-                                                         "debug2: d2"]
+    texts = [line.split(": ", 1)[1] for line in got]
+    assert texts == ["error: e", "i", "v", "debug:  d", "debug2: d2"]
     assert [int(line[1:line.index(">")]) for line in got] == [
         C.LOG_AUTHPRIV | 3, C.LOG_AUTHPRIV | 6, C.LOG_AUTHPRIV | 6, C.LOG_AUTHPRIV | 7,
         C.LOG_AUTHPRIV | 7]
