@@ -8,8 +8,6 @@ normalised). Key scenarios also have absolute expectations, per Slurm
 version where the versions differ. The accepted differences are the ones of
 docs/differences.md, each named where it is accepted."""
 
-import os
-
 import pytest
 from conftest import touch_job_cgroup
 

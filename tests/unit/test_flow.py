@@ -688,7 +688,7 @@ def test_cgroup_autodetection_on_a_real_cgroup2_mount():
 
 def test_autodetected_v2_picks_the_highest_job_id_v1_the_newest_cgroup(tmp_path, monkeypatch):
     """The two rules really differ: job 41 has the newest v1 cgroup, 40 < 41 < 42."""
-    import slurm_adopt.newest as newest
+    from slurm_adopt import newest
     node = Node(tmp_path, cgroup="autodetect")
     try:
         for job in (40, 41, 42):

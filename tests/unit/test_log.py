@@ -39,7 +39,7 @@ def test_levels_prefixes_and_priorities(devlog):
     log.debug("d")
     log.debug2("d2")
     log.debug3("d3")                     # above the level: not sent
-    got = [received(devlog) for _ in range(5)]
+    got = [received(devlog) for _line in range(5)]
     texts = [line.split(": ", 1)[1] for line in got]
     assert texts == ["error: e", "i", "v", "debug:  d", "debug2: d2"]
     assert [int(line[1:line.index(">")]) for line in got] == [
