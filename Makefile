@@ -56,10 +56,13 @@ node: venv lab
 	ADOPT_LAB_REQUIRED=1 $(PY) -m pytest tests/node
 
 ## mutation: mutmut over the node-side package (roles/adopt_module/files/slurm_adopt) against
-## its unit tests, in a scratch copy under build/mutation; prints the score and the survivors
+## its unit tests, in a scratch copy under build/mutation; prints the score and the survivors.
+## MUTATE=... narrows it (default: the decision flow, the stepd and callerid clients, the
+## options; MUTATE=all for every module)
 ## (not part of `make test`: about 20-40 minutes on 2 CPUs). Tests that start the system
 ## python3 or python3 -S cannot import mutmut's trampolines and are left out of it.
 MUTATION_DIR := build/mutation
+MUTATE ?= flow.py stepd.py callerid.py options.py
 MUTATION_TESTS := test_flow.py test_stepd.py test_callerid.py test_options.py test_slurmconf.py \
 	test_entry.py test_munge.py test_log.py
 mutation: venv
@@ -69,7 +72,10 @@ mutation: venv
 	cp -r tests/fakes $(MUTATION_DIR)/tests/
 	cp tests/unit/conftest.py $(addprefix tests/unit/,$(MUTATION_TESTS)) $(MUTATION_DIR)/tests/unit/
 	printf '[pytest]\n# stops pytest from using the checkout'"'"'s pytest.ini (its pythonpath\n# would import the unmutated package)\n' > $(MUTATION_DIR)/pytest.ini
-	{ echo '[mutmut]'; echo 'source_paths=src/slurm_adopt'; echo 'also_copy='; \
+	{ echo '[mutmut]'; echo 'source_paths=src/slurm_adopt'; \
+	  if [ "$(MUTATE)" != all ]; then echo 'only_mutate='; \
+	    for m in $(MUTATE); do echo "    src/slurm_adopt/$$m"; done; fi; \
+	  echo 'also_copy='; \
 	  echo '    src/pam_slurm_adopt.py'; echo '    pytest.ini'; \
 	  echo 'pytest_add_cli_args_test_selection='; \
 	  for t in $(MUTATION_TESTS); do echo "    tests/unit/$$t"; done; \

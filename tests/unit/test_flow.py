@@ -465,7 +465,7 @@ def test_the_jobs_namespace_is_really_joined(node):
     holder = subprocess.Popen(["unshare", "-u", "sleep", "60"])
     own = os.open("/proc/self/ns/uts", os.O_RDONLY)
     try:
-        for _ in range(100):
+        for _attempt in range(100):
             if _uts_of(holder.pid) != _uts_of():
                 break
             time.sleep(0.02)
