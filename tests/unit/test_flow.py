@@ -706,3 +706,19 @@ def test_autodetected_v2_picks_the_highest_job_id_v1_the_newest_cgroup(tmp_path,
             assert rc == C.PAM_SUCCESS and adopter.adopted_job == picked
     finally:
         node.close()
+
+
+def test_raw_hostname_with_a_missing_spool_dir(node, monkeypatch):
+    """Probing the stepds under the raw host name in a spool dir that does
+    not exist (SlurmdSpoolDir=...%n) is quiet and harmless: no jobs."""
+    import slurm_adopt.flow as fm
+    import slurm_adopt.slurmconf as sc
+    monkeypatch.setattr(sc.socket, "gethostname", lambda: "dyn9")
+    monkeypatch.setattr(fm.socket, "gethostname", lambda: "dyn9")
+    monkeypatch.setattr(fm, "canonical_names", lambda host: [])
+    node.conf.write_text("NodeName=elsewhere\nSlurmdSpoolDir=%s/%%n\n" % node.spool)
+    ctx = Ctx()
+    log = Log(to_syslog=False)
+    rc = run_safely(Adopter(parse_options([]), ctx, log, environ={"SLURM_CONF": str(node.conf)}))
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
+    assert not any("unexpected error" in text for _l, text in log.lines)

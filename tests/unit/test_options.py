@@ -107,6 +107,8 @@ def test_generic_failure_rc(action, rc):
     ("08", C.LOG_LEVEL_DEBUG5),            # strtoul(base 0) reads octal and stops at the 8
     ("0x", C.LOG_LEVEL_DEBUG5), ("0xg", C.LOG_LEVEL_DEBUG5), ("5x", C.LOG_LEVEL_DEBUG5),
     ("\t6", 6), ("Debug3", C.LOG_LEVEL_DEBUG3), ("FATAL", C.LOG_LEVEL_FATAL),
+    ("X5", C.LOG_LEVEL_DEBUG5), ("\u00a05", C.LOG_LEVEL_DEBUG5),   # only C's isspace is skipped
+    ("1a", C.LOG_LEVEL_DEBUG5), ("0xA", C.LOG_LEVEL_DEBUG5), ("0x9", 9), ("0xf", C.LOG_LEVEL_DEBUG5),
     ("error", C.LOG_LEVEL_ERROR), ("info", C.LOG_LEVEL_INFO), ("debug", C.LOG_LEVEL_DEBUG),
     ("debug4", C.LOG_LEVEL_DEBUG4), ("9", C.LOG_LEVEL_DEBUG5), ("10", C.LOG_LEVEL_DEBUG5),
 ])
