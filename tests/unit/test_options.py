@@ -79,6 +79,16 @@ def test_unknown_option_is_reported_and_ignored():
     ("12", C.LOG_LEVEL_DEBUG5, "log level 12 too high, lowering to max"),
     ("loud", C.LOG_LEVEL_DEBUG5, "unrecognized log level loud, setting to max"),
     ("-1", C.LOG_LEVEL_DEBUG5, "log level 4294967295 too high, lowering to max"),
+    # item 11: strtoul("") is 0 with nothing left over, so a number: quiet
+    ("", C.LOG_LEVEL_QUIET, None),
+    # (unsigned int) of 2^32 + 1 is 1, checked after the cast
+    ("4294967297", C.LOG_LEVEL_FATAL, None),
+    ("18446744073709551617", C.LOG_LEVEL_DEBUG5, "log level 4294967295 too high, lowering to max"),
+    ("\uff11", C.LOG_LEVEL_DEBUG5, "unrecognized log level \uff11, setting to max"),
+    ("0x", C.LOG_LEVEL_DEBUG5, "unrecognized log level 0x, setting to max"),
+    (" 3", C.LOG_LEVEL_INFO, None),
+    ("3 ", C.LOG_LEVEL_DEBUG5, "unrecognized log level 3 , setting to max"),
+    ("017", C.LOG_LEVEL_DEBUG5, "log level 15 too high, lowering to max"),
 ])
 def test_log_level_edges(value, level, problem):
     opts = parse_options(["log_level=" + value])
@@ -90,3 +100,34 @@ def test_log_level_edges(value, level, problem):
                                        ("ignore", C.PAM_IGNORE)])
 def test_generic_failure_rc(action, rc):
     assert generic_failure_rc(parse_options(["action_generic_failure=" + action])) == rc
+
+
+@pytest.mark.parametrize("value,level", [
+    ("+5", 5), ("-0", 0), ("0X7", 7), ("0x07", 7), ("007", 7), ("0", 0),
+    ("08", C.LOG_LEVEL_DEBUG5),            # strtoul(base 0) reads octal and stops at the 8
+    ("0x", C.LOG_LEVEL_DEBUG5), ("0xg", C.LOG_LEVEL_DEBUG5), ("5x", C.LOG_LEVEL_DEBUG5),
+    ("\t6", 6), ("Debug3", C.LOG_LEVEL_DEBUG3), ("FATAL", C.LOG_LEVEL_FATAL),
+    ("X5", C.LOG_LEVEL_DEBUG5), ("\u00a05", C.LOG_LEVEL_DEBUG5),   # only C's isspace is skipped
+    ("1a", C.LOG_LEVEL_DEBUG5), ("0xA", C.LOG_LEVEL_DEBUG5), ("0x9", 9), ("0xf", C.LOG_LEVEL_DEBUG5),
+    ("error", C.LOG_LEVEL_ERROR), ("info", C.LOG_LEVEL_INFO), ("debug", C.LOG_LEVEL_DEBUG),
+    ("debug4", C.LOG_LEVEL_DEBUG4), ("9", C.LOG_LEVEL_DEBUG5), ("10", C.LOG_LEVEL_DEBUG5),
+])
+def test_log_level_numbers_as_strtoul_reads_them(value, level):
+    assert parse_options(["log_level=" + value]).log_level == level
+
+
+def test_log_level_problems_name_the_value():
+    assert parse_options(["log_level=10"]).problems == [
+        ("log_level", "log level 10 too high, lowering to max")]
+    assert parse_options(["log_level=08"]).problems == [
+        ("log_level", "unrecognized log level 08, setting to max")]
+    assert parse_options(["log_level=9"]).problems == []
+
+
+def test_as_dict_has_every_option_but_the_problems():
+    opts = parse_options(["frobnicate", "nodename=n1"])
+    d = opts.as_dict()
+    assert "problems" not in d and d["node_name"] == "n1"
+    assert set(d) == {"single_job_skip_rpc", "ignore_root", "action_no_jobs", "action_unknown",
+                      "action_adopt_failure", "action_generic_failure", "log_level", "node_name",
+                      "disable_x11", "pam_service", "join_container"}
