@@ -458,7 +458,7 @@ _libc = None
 def _lib():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
         _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                                 ctypes.c_char_p]
         _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -782,6 +782,9 @@ class _Runner(object):
 
     def run(self):
         os.environ['PAM_EVAL_DIR'] = self.pamdir
+        # loaded once here, inherited by every transaction process (no state
+        # before pam_start; saves a dlopen per query)
+        ctypes.CDLL('libpam.so.0', mode=ctypes.RTLD_GLOBAL)
         results = []
         for query in self.spec['queries']:
             results.append(self._one(query))
@@ -894,7 +897,7 @@ def libpam_path():
 
 def transaction(query):
     """One PAM transaction in this process (the runner forks for it)."""
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    libc = ctypes.CDLL(None)      # the C library the interpreter runs on (find_library would spawn ldconfig)
     libc.calloc.restype = ctypes.c_void_p
     libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
     libc.strdup.restype = ctypes.c_void_p

@@ -253,13 +253,29 @@ def queries(tree, scenario, svcs=None, classes=None, ops=OPS):
 
 def evaluate_tree(tree, standin, scenarios=SCENARIOS, svcs=None, classes=None, ops=OPS, root=None):
     """Result table of ``tree``: every class x scenario x service x op.
-    Returns a list of evaluator results (labels: class, scenario)."""
+    Returns a list of evaluator results (labels: class, scenario).
+
+    ``hung`` is not run separately when ``stopped`` is: its answers are the
+    same by construction (the stand-ins answer alike, see answers()), so the
+    ``stopped`` results are copied with every directory-module trace line
+    re-tagged ``hung``."""
+    import copy
     results = []
     for scenario in scenarios:
+        if scenario == 'hung' and 'stopped' in scenarios:
+            continue
         out = _pam_eval.evaluate(queries(tree, scenario, svcs, classes, ops), tree=tree, root=root,
                                  probe_users=probe_users(scenario), module_overlay=module_overlay(standin),
                                  files={'answers': answers(scenario)})
         results.extend(out['results'])
+    if 'hung' in scenarios and 'stopped' in scenarios:
+        for res in [r for r in results if r['query']['labels']['scenario'] == 'stopped']:
+            hung = copy.deepcopy(res)
+            hung['query']['labels']['scenario'] = 'hung'
+            for line in hung['trace']:
+                if line['module'] in DIRECTORY_MODULES and line['tag'] == 'down':
+                    line['tag'] = 'hung'
+            results.append(hung)
     return results
 
 
@@ -363,3 +379,44 @@ def image_root(suite):
     if proc.returncode != 0:
         raise RuntimeError('lab/pamcorpus/chroot.sh %s failed: %s' % (suite, proc.stderr[-3000:]))
     return os.path.join(proc.stdout.strip().splitlines()[-1], 'root')
+
+
+# --------------------------------------------------------------------------
+# The property, through the editor
+
+
+def editor_property(pamd, workdir, standin, vendor=None, security=None, scenarios=SCENARIOS, **editor_overrides):
+    """Stage ``pamd`` twice under ``workdir``, run today's editor on the
+    second copy, evaluate both and check the property.  Returns a dict:
+    ``refused`` (the editor's PlanError text, or None), ``violations``
+    (property_check), ``before``/``after`` (result lists), ``plan``."""
+    import_collection()
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    before = stage_tree(os.path.join(workdir, 'before'), pamd, security=security, vendor=vendor)
+    after = stage_tree(os.path.join(workdir, 'after'), pamd, security=security, vendor=vendor)
+    out = {'refused': None, 'violations': [], 'plan': None, 'before': None, 'after': None}
+    try:
+        out['plan'] = apply_editor(after, **editor_overrides)
+    except pam_edit.PlanError as exc:
+        out['refused'] = str(exc)
+        return out
+    svcs = services(before)
+    out['before'] = evaluate_tree(before, standin, scenarios=scenarios, svcs=svcs)
+    out['after'] = evaluate_tree(after, standin, scenarios=scenarios, svcs=svcs)
+    out['violations'] = property_check(out['before'], out['after'])
+    return out
+
+
+def summarise(violations):
+    """Group violation lines by what changed (service, op, answers), listing
+    the classes and scenarios: one line per group."""
+    groups = {}
+    for line in violations:
+        head, _sep, what = line.partition(': ')
+        words = head.split(' ')
+        service, op = words[0], words[1]
+        labels = head[head.index('[') + 1:head.index(']')] if '[' in head else ''
+        parts = dict(p.split('=', 1) for p in labels.split(', ') if '=' in p)
+        key = (service, op, what)
+        groups.setdefault(key, set()).add('%s/%s' % (parts.get('class', '?'), parts.get('scenario', '?')))
+    return ['%s %s: %s  <- %s' % (s, o, w, ' '.join(sorted(v))) for (s, o, w), v in sorted(groups.items())]
