@@ -550,6 +550,11 @@ def lockout_guard(root, before_contents, after_contents, before_src, after_src, 
                 if aname in LET_IN:
                     let_in.append(service)
                 continue
+            if aname in LET_IN:
+                if bname != aname and bname not in LET_IN:
+                    notes.append('%s was refused by %s before (account: %s) and is let in now by the admin access '
+                                 'rules' % (user, service, bname))
+                continue
             if aname not in LET_IN:
                 if bname == aname:
                     notes.append('%s is already refused by %s (account: %s) before the edit; the guard cannot '

@@ -405,6 +405,17 @@ def test_other_adopt_rules_become_placeholders_and_jumps_keep_their_target(tmp_p
     assert read(root, '/etc/pam.d/sshd') == text
 
 
+def test_an_admin_refused_by_an_older_adopt_rule_may_be_let_in(tmp_path, adopt):
+    # the site's own adopt rule refused the Ansible user without a job; the admin access rules
+    # let it in now: the guard reports that, it is not a lockout
+    root = synthetic(tmp_path, {'sshd': 'account required pam_unix.so\naccount required pam_slurm_adopt.so\n'})
+    ret = adopt(root)
+    assert not ret.failed, ret.result
+    assert any('%s was refused by sshd before (account: PAM_PERM_DENIED) and is let in now' % ANSIBLE_USER in w
+               for w in ret.result['warnings'])
+    assert ret.result['guard']['problems'] == []
+
+
 def test_service_file_short_circuit_becomes_a_jump_to_the_adopt_block(tmp_path, adopt, info):
     root = synthetic(tmp_path, {
         'sshd': ('auth required pam_unix.so\naccount required pam_nologin.so\n'
