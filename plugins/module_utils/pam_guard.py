@@ -228,8 +228,12 @@ def model_line(line, acting=True):
         return ('%s %s pam_exec.so quiet /bin/sh -c [test "$PAM_USER" = root]%s'
                 % (ptype, _control_text(acts), tag))
     if not acting or ignore_jobs:
-        return '%s [default=%s] pam_permit.so%s' % (ptype, acts['ignore'], tag)
-    # root -> PAM_IGNORE (ignore_root is always 1), others -> PAM_PERM_DENIED
+        # pam_warn answers PAM_IGNORE to everyone: the rule's own control decides, exactly
+        return '%s %s pam_warn.so%s' % (ptype, _control_text(acts), tag)
+    # root -> PAM_IGNORE (ignore_root is always 1), others -> PAM_PERM_DENIED.  pam_access
+    # answers PAM_SUCCESS for root: exact for every control whose action for PAM_IGNORE is
+    # ignore, bad, die, reset or a jump; a control that maps it to ok or done (never
+    # written by pam_adopt) would make libpam keep PAM_IGNORE as the result for root
     return ('%s [success=%s default=%s] pam_access.so accessfile=%s nodefgroup%s'
             % (ptype, acts['ignore'], acts['perm_denied'], MODEL_ACCESS_FILE, tag))
 
