@@ -548,10 +548,14 @@ def plan_present(params, source=None):
     after = planner.after_source(contents)
     _validate(planner, after, contents, origins, alias, lines)
 
-    # the computed PAM files
+    # the computed PAM files (what is there already, up to blanks at line ends,
+    # stays as it is: authselect writes our placeholders from role adopt_pam's
+    # custom profile with its own spacing)
     for path, content in contents.items():
         plan.old[path] = _read_host(source, path)
         plan.new[path] = content
+        if plan.old[path] is not None and _same_but_blanks(plan.old[path], content):
+            plan.new[path] = plan.old[path]
     for vendor_path, edit in planner.edits.items():
         if edit.target != vendor_path:
             plan.copied.append((vendor_path, edit.target))
@@ -569,6 +573,10 @@ def plan_present(params, source=None):
     _check_fail_open_static(planner, after)
     _run_guard(planner, after, facts)
     return plan
+
+
+def _same_but_blanks(a, b):
+    return [ln.rstrip(' \t') for ln in a.split('\n')] == [ln.rstrip(' \t') for ln in b.split('\n')]
 
 
 def _subtree_ranges(stack, svc_path):
@@ -1057,6 +1065,8 @@ def _check_generated(planner):
     for path, edit in planner.edits.items():
         if edit.target != path:
             continue      # a vendor file copied to the configuration directory
+        if plan.new.get(path) == plan.old.get(path):
+            continue      # already so (authselect's custom profile made by role adopt_pam writes our marks)
         content = planner.current.get(path)
         tool = generator_of(planner.source, path, content)
         if not tool:
