@@ -1049,8 +1049,22 @@ def _check_jumps_kept(planner, after, origins, alias):
                 if ptype == 'account' and service in params['services'] and land == 'END' and \
                         got == _block_key(now, key_after):
                     continue
-                raise PlanError('%s:%s (%s stack of %s): the jump %s would land on %s instead of %s after the '
-                                'edit; refusing' % (rule[0], rule[1], ptype, service, value, got, land))
+                raise PlanError('%s:%s (%s stack of %s): the jump of %s would land on %s instead of %s '
+                                'after the edit; refusing (nothing was written). Please report this tree: the '
+                                'editor should have kept that target' % (rule[0], rule[1], ptype, service, value,
+                                                                         _landing_text(got), _landing_text(land)))
+
+
+def _landing_text(key):
+    if key == 'END':
+        return 'the end of the stack'
+    if key == 'BAD':
+        return 'nothing (a jump past the end: the stack fails)'
+    if isinstance(key, tuple) and isinstance(key[1], tuple):
+        return 'the adopt block in %s' % key[0]
+    if isinstance(key, tuple):
+        return '%s:%s' % key
+    return str(key)
 
 
 def _block_key(stack, keyof):

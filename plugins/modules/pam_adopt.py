@@ -80,7 +80,7 @@ options:
     description:
       - Write the rule as C(-account). Linux-PAM then does not log a missing module, but the rule stays and
         answers C(PAM_MODULE_UNKNOWN) (measured with the real libpam, docs/pam.md). With a V(sufficient) rule
-        that answer is ignored and pam_access decides (nobody is adopted until the module is installed: a
+        that answer is ignored and pam_access decides (nobody is adopted until the module is installed, a
         warning); with a V(required) rule it fails the stack for everyone, so a missing module is refused like
         without C(-).
     type: bool

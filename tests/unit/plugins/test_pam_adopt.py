@@ -957,3 +957,18 @@ def test_pam_systemd_services_clear_more_files(tmp_path, adopt):
     assert adopt(root, pam_systemd_services=['nosuch']).failed
     adopt(root, state='absent')
     assert snapshot(root) == before
+
+
+def test_a_jump_that_would_move_is_refused_by_the_post_condition(tmp_path, monkeypatch):
+    # the safety net behind _repair_jumps: with the repair broken on purpose, the jump over the
+    # converted include would land on the adopt block instead of pam_permit; the check refuses
+    root = synthetic(tmp_path, {
+        'sshd': ('account [success=2 default=ignore] pam_succeed_if.so user ingroup wheel quiet\n'
+                 'account include common-account\naccount required pam_permit.so\n'),
+        'common-account': 'account required pam_unix.so\naccount sufficient pam_localuser.so\n',
+    })
+    monkeypatch.setattr(pe, '_repair_jumps', lambda planner, contents, origins, alias: (contents, origins))
+    with pytest.raises(pe.PlanError) as err:
+        pe.plan_present(params_for(root))
+    assert ('/etc/pam.d/sshd:1 (account stack of sshd): the jump of success would land on the adopt block in '
+            '/etc/pam.d/sshd instead of /etc/pam.d/sshd:3') in str(err.value)
