@@ -46,7 +46,7 @@ import tempfile
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
     MARK, ADDED_TAG_RE, DISABLED_RE, BLOCK_BEGIN, BLOCK_END, RETURN_VALUES,
     FileSource, PamFile, resolve_host, effective_stack, analyse_account, reachable_files,
-    is_adopt_rule, classify_terminator, ending_reasons, render_control, succeed_if_uid_limit,
+    is_adopt_rule, classify_terminator, render_control, succeed_if_uid_limit,
 )
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_guard import (
     GuardError, SiteFacts, lockout_guard, evaluator_ready, PROBE_USER,
@@ -778,8 +778,8 @@ def _plan_session_modules(planner, service):
         raise PlanError('pam_systemd_services: no PAM file %r' % service)
     for path in reachable_files(src, service):
         for line in src.load(path).lines:
-            if line.kind == 'rule' and line.module_name in SESSION_MODULES and line.keyword not in ('include',
-                                                                                                     'substack'):
+            if line.kind == 'rule' and line.module_name in SESSION_MODULES and \
+                    line.keyword not in ('include', 'substack'):
                 name = line.module_name[:-3]
                 planner.placeholder(line, name, service, 'pam_systemd',
                                     '%s moves the session out of the job cgroup (replaced by a neutral placeholder)'
@@ -889,8 +889,8 @@ def _repair_jumps(planner, contents, origins, alias):
                         continue
                     orig = [ln for ln in edit.pfile.lines if ln.lineno == k[1]][0]
                     if id(orig) in edit.replace and edit.replace[id(orig)][0] != 'jump':
-                        raise PlanError('internal error: %s:%d is both replaced and jumping' % (orig.path,
-                                                                                               orig.lineno))
+                        raise PlanError('internal error: %s:%d is both replaced and jumping'
+                                        % (orig.path, orig.lineno))
                     table = dict(orig.actions)
                     for val in RETURN_VALUES:
                         if isinstance(table[val], int):
@@ -1197,7 +1197,7 @@ def _plan_admin_files(params, source, plan, manifest):
     managed_list = [p for p, m in files.items() if m.get('kind') == 'listfile']
     if params['admin_access'] == 'pam_access':
         current = _read_host(source, access)
-        if current is not None and access not in files and not current.startswith(ACCESS_HEADER.split('\n')[0]):
+        if current is not None and access not in files and not current.startswith(ACCESS_HEADER.split('\n', 1)[0]):
             raise PlanError('access_file %s exists and was not written by hpc.slurm_adopt; pam_adopt owns that file '
                             'entirely. Choose another path, or remove the file' % access)
         plan.old[access] = current

@@ -168,8 +168,8 @@ class SiteFacts(object):
         cands = [(self.uid_min, 'UID_MIN %d in %s' % (self.uid_min, rooted(self.root, '/etc/login.defs')))]
         regular = self.regular_users()
         if regular:
-            cands.append((regular[0][0], 'user %s (uid %d) in %s' % (regular[0][1], regular[0][0],
-                                                                    rooted(self.root, '/etc/passwd'))))
+            uid, name = regular[0]
+            cands.append((uid, 'user %s (uid %d) in %s' % (name, uid, rooted(self.root, '/etc/passwd'))))
         if self.directory_uid_min is not None:
             cands.append((int(self.directory_uid_min), 'directory_uid_min %d' % int(self.directory_uid_min)))
         return min(cands)

@@ -238,7 +238,9 @@ options:
     choices: [refuse, edit]
     default: refuse
   replace_other_adopt_rules:
-    description: Replace other rules that already run a pam_slurm_adopt (C module or a hand-written line) in the account stack by placeholders; V(false) fails instead.
+    description:
+      - Replace other rules that already run a pam_slurm_adopt (C module or a hand-written line) in the account stack
+        by placeholders; V(false) fails instead.
     type: bool
     default: true
   require_modules:

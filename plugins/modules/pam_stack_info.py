@@ -254,8 +254,8 @@ def inspect(params):
             out['probe'] = dict(probe['probe'], let_in=service in probe['let_in'])
             if out['probe']['let_in']:
                 problems.append('the real libpam lets an ordinary user without a job (probe user %s, uid %d) '
-                                'through the %s account stack' % (probe['probe']['name'], probe['probe']['uid'],
-                                                                   service))
+                                'through the %s account stack'
+                                % (probe['probe']['name'], probe['probe']['uid'], service))
         except GuardError as exc:
             out['probe'] = {'error': str(exc)}
             problems.append('the real-libpam probe could not run: %s' % exc)

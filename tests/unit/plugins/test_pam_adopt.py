@@ -299,8 +299,8 @@ def test_static_guard_reads_groups_from_the_tree(tmp_path, adopt):
     assert not ret.failed, ret.result
     # bob leaves wheel in the tree: refused, whatever this machine says
     write(root, '/etc/group', 'root:x:0:\nwheel:x:10:\nbob:x:1500:\n')
-    ret = adopt(root, ensure_access_for=['root', 'bob'], pam_systemd='keep', access_rules=['+:root:ALL', '+:wheel:ALL',
-                                                                                         '-:ALL:ALL'])
+    rules = ['+:root:ALL', '+:wheel:ALL', '-:ALL:ALL']
+    ret = adopt(root, ensure_access_for=['root', 'bob'], pam_systemd='keep', access_rules=rules)
     assert ret.failed and 'access_rules deny bob (groups: bob)' in ret.result['msg']
 
 
@@ -370,7 +370,7 @@ def test_pam_systemd_and_elogind_replaced_in_every_reachable_file_and_type(tmp_p
     # the rule count of every stack is unchanged
     src_after = ps.FileSource(root)
     for ptype in ps.PAM_TYPES:
-        count = len([e for e in ps.effective_stack(src_after, 'login', ptype).entries])
+        count = len(ps.effective_stack(src_after, 'login', ptype).entries)
         src_before = ps.FileSource(root, overrides=dict(('/etc/pam.d/' + p.split('/')[-1], v.decode())
                                                         for p, v in before.items() if p.startswith('etc/pam.d/')))
         assert count == len(ps.effective_stack(src_before, 'login', ptype).entries), ptype
@@ -669,12 +669,12 @@ def test_a_vendor_service_file_is_copied_and_the_copy_edited(tmp_path, adopt):
      'pam_listfile.so'),
     ('account sufficient pam_access.so accessfile=/etc/security/site.conf', None, None, 'pam_access.so'),
 ])
-def test_kept_bypass_rules_that_fail_open_are_refused(tmp_path, adopt, rule, login_defs, directory_uid_min,
-                                                       message):
+def test_kept_bypass_rules_that_fail_open_are_refused(tmp_path, adopt, rule, login_defs, directory_uid_min, message):
     root = synthetic(tmp_path, {'sshd': 'account required pam_unix.so\n%s\naccount required pam_permit.so\n' % rule})
     if login_defs:
         write(root, '/etc/login.defs', login_defs)
     write(root, '/etc/ssh/denied', 'baduser\n')
+    write(root, '/fsx/admins', 'root\n')      # there today: only the static check sees the risk
     write(root, '/etc/security/site.conf', '+:ALL:ALL\n-:ALL:ALL\n')
     before = snapshot(root)
     kwargs = {'directory_uid_min': directory_uid_min} if directory_uid_min else {}

@@ -107,6 +107,35 @@ def test_authselect_custom_profile_round_trip(rhel_root):
     assert after['etc/pam.d/sshd'] == before['etc/pam.d/sshd']
 
 
+def test_authselect_profile_of_version_0_1_is_repaired(rhel_root):
+    # 0.1 commented "account sufficient pam_localuser.so" out in its custom profile (local users and
+    # root then met pam_sss) and commented pam_systemd out without a placeholder (jumps moved)
+    root = rhel_root
+    assert emu(root, 'create-profile', 'slurm-adopt', '-b', 'sssd').returncode == 0
+    for name in ('system-auth', 'password-auth'):
+        path = os.path.join(root, 'etc', 'authselect', 'custom', 'slurm-adopt', name)
+        text = open(path).read()
+        text = text.replace('account     sufficient                                   pam_localuser.so',
+                            '#hpc.slurm_adopt:short_circuit# account     sufficient                                   '
+                            'pam_localuser.so')
+        text = text.replace('-session    optional                                     pam_systemd.so',
+                            '#hpc.slurm_adopt:pam_systemd# -session    optional                                     '
+                            'pam_systemd.so')
+        with open(path, 'w') as handle:
+            handle.write(text)
+    assert emu(root, 'select', 'custom/slurm-adopt', 'with-mkhomedir', '--force').returncode == 0
+    extra = {'adopt_pam_authselect': 'required', 'adopt_pam_pam_auth_update': False,
+             'adopt_pam_authselect_command': '%s %s --root %s' % (sys.executable, EMU, root)}
+    stats, _out = play(root, extra)
+    assert stats['failures'] == 0
+    generated = open(os.path.join(root, 'etc', 'authselect', 'password-auth')).read()
+    assert 'short_circuit' not in generated
+    assert 'account     sufficient                                   pam_localuser.so\n' in generated
+    assert generated.count('session [default=ignore] pam_permit.so # hpc.slurm_adopt:placeholder') == 1
+    stats, _out = play(root, extra)
+    assert stats['changed'] == 0
+
+
 def test_debian_tree_role_round_trip(tmp_path):
     root = add_users(make_root(tmp_path / 'root', 'debian13', modules=FAKE_MODULES))
     # pam-auth-update cannot run under a root other than /: pam_adopt edits common-session itself
