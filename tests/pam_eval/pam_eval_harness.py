@@ -61,7 +61,11 @@ ADOPT_MODULES = ('pam_slurm_adopt', 'pam_python', 'pam_exec')
 SITE_MODULES = ('pam_faillock', 'pam_systemd', 'pam_elogind', 'pam_tally2', 'pam_mkhomedir', 'pam_oddjob_mkhomedir',
                 'pam_fprintd', 'pam_pkcs11', 'pam_gnome_keyring', 'pam_kwallet5', 'pam_sepermit',
                 'pam_selinux', 'pam_lastlog', 'pam_motd')
-STANDIN_MODULES = DIRECTORY_MODULES + ADOPT_MODULES + SITE_MODULES
+# systemd-homed: no user of ours is a homed user; pam_systemd_home answers
+# PAM_USER_UNKNOWN for users it does not manage (Arch's system-auth has it
+# with [success=N default=ignore])
+UNMANAGED_MODULES = ('pam_systemd_home',)
+STANDIN_MODULES = DIRECTORY_MODULES + ADOPT_MODULES + SITE_MODULES + UNMANAGED_MODULES
 FUNCTIONS = ('auth', 'setcred', 'account', 'open_session', 'close_session', 'chauthtok')
 
 RC = _pam_eval.PAM_RC
@@ -173,6 +177,8 @@ def answers(scenario):
     # locked; pam_systemd/pam_elogind: the logind session is made)
     for module in SITE_MODULES:
         lines.append('%s * * * %d 0 site' % (module, RC['PAM_SUCCESS']))
+    for module in UNMANAGED_MODULES:
+        lines.append('%s * * * %d 0 unmanaged' % (module, RC['PAM_USER_UNKNOWN']))
     return '\n'.join(lines) + '\n'
 
 
@@ -195,11 +201,20 @@ def probe_users(scenario):
 
 
 def stage_tree(dest, pamd, security=None, vendor=None):
-    """A tree for the evaluator at ``dest``: ``etc/pam.d`` from ``pamd``,
+    """A tree for the evaluator at ``dest``.
+
+    ``pamd`` is either a pam.d directory (then: ``etc/pam.d`` from it,
     ``etc/security`` from ``security`` (default: this machine's
     /etc/security, the real defaults of pam_access, pam_limits, ...),
     ``usr/lib/pam.d`` from ``vendor`` (default: none, the real one is then
-    hidden).  Returns ``dest``."""
+    hidden)), or a tree laid out like a root (it has ``etc/pam.d``; the
+    corpus trees): copied whole, symlinks kept, ``etc/security`` added from
+    ``security`` or this machine when it has none.  Returns ``dest``."""
+    if os.path.isdir(os.path.join(pamd, 'etc', 'pam.d')):
+        shutil.copytree(pamd, dest, symlinks=True)
+        if not os.path.isdir(os.path.join(dest, 'etc', 'security')):
+            shutil.copytree(security or '/etc/security', os.path.join(dest, 'etc', 'security'), symlinks=True)
+        return dest
     os.makedirs(os.path.join(dest, 'etc'), exist_ok=True)
     shutil.copytree(pamd, os.path.join(dest, 'etc', 'pam.d'), symlinks=True)
     shutil.copytree(security or '/etc/security', os.path.join(dest, 'etc', 'security'), symlinks=True)

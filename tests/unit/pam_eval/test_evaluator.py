@@ -244,8 +244,8 @@ def test_image_root_uses_the_images_libpam_python_and_users(tmp_path, harness):
         pytest.skip('no sid image in this checkout (lab/pamcorpus/chroot.sh, branch pam-corpus) and '
                     'PAM_EVAL_SID_ROOT is not set')
     tree = _tree(tmp_path, {'pe-unix': UNIX})
-    image_paths = [os.path.join(root, p.lstrip('/')) for p in ('/etc/passwd', '/etc/shadow', '/etc/group',
-                                                                  '/etc/pam.d', '/tmp', '/home')]
+    image_paths = [os.path.join(root, p.lstrip('/'))
+                   for p in ('/etc/passwd', '/etc/shadow', '/etc/group', '/etc/pam.d', '/tmp', '/home')]
     before = _digest(image_paths)
     out = pe.evaluate([{'service': 'pe-unix', 'user': 'pe-img', 'op': 'auth', 'password': 'pw'},
                        {'service': 'pe-unix', 'user': 'sssd', 'op': 'account'},
@@ -257,3 +257,46 @@ def test_image_root_uses_the_images_libpam_python_and_users(tmp_path, harness):
     assert img['rc_name'] == 'PAM_SUCCESS' and image_user['rc_name'] == 'PAM_SUCCESS'
     assert sshd['rc_name'] == 'PAM_ABORT', 'the tree (no sshd, no other) hides the image pam.d'
     assert _digest(image_paths) == before
+
+
+def test_authselect_symlinks_and_paths_missing_on_the_system(tmp_path):
+    """RHEL: /etc/pam.d/system-auth -> /etc/authselect/system-auth (absolute).
+    The tree's etc/authselect is mounted although this system has none."""
+    assert not os.path.exists('/etc/authselect'), 'this test needs a system without /etc/authselect'
+    tree = _tree(tmp_path, {'pe-rhel': 'account include system-auth\n'})
+    os.makedirs(os.path.join(tree, 'etc', 'authselect'))
+    with open(os.path.join(tree, 'etc', 'authselect', 'system-auth'), 'w') as handle:
+        handle.write('account required pam_succeed_if.so user = root\n')
+    os.symlink('/etc/authselect/system-auth', os.path.join(tree, 'etc', 'pam.d', 'system-auth'))
+    out = pe.evaluate([{'service': 'pe-rhel', 'user': u} for u in ('root', 'pe-x')], tree=tree,
+                      probe_users=[{'name': 'pe-x', 'uid': 4111}])
+    assert [r['rc_name'] for r in out['results']] == ['PAM_SUCCESS', 'PAM_AUTH_ERR']
+    assert not os.path.exists('/etc/authselect')
+    assert any('/etc/authselect' in w for w in out['warnings'])
+
+
+def test_extra_binds(tmp_path):
+    """binds: a file of ours over /etc/shells; the real pam_shells reads it."""
+    tree = _tree(tmp_path, {'pe-shells': 'account required pam_shells.so\n'})
+    shells = tmp_path / 'shells'
+    shells.write_text('/bin/sh\n/usr/local/bin/pe-shell\n')
+    q = [{'service': 'pe-shells', 'user': 'pe-sh', 'op': 'account'}]
+    users = [{'name': 'pe-sh', 'uid': 4112, 'shell': '/usr/local/bin/pe-shell'}]
+    plain = pe.evaluate(q, tree=tree, probe_users=users)['results'][0]
+    bound = pe.evaluate(q, tree=tree, probe_users=users, binds={'/etc/shells': str(shells)})['results'][0]
+    assert (plain['rc_name'], bound['rc_name']) == ('PAM_AUTH_ERR', 'PAM_SUCCESS')
+
+
+def test_expectations_and_allowed_rules():
+    ok, denied = _res('sshd', 'a', 'PAM_SUCCESS'), _res('sshd', 'b', 'PAM_PERM_DENIED')
+    hung = dict(_res('sshd', 'b', 'timeout'), status='timeout')
+    assert pe.expectation_failures([ok, denied], allow=['a'], deny=['b']) == []
+    assert pe.expectation_failures([ok, denied], allow=['b'], deny=['a']) == [
+        'sshd account a: PAM_SUCCESS, must be denied', 'sshd account b: PAM_PERM_DENIED, must be allowed']
+    assert pe.expectation_failures([hung], deny=['b']) == ['sshd account b: timeout, must be denied']
+    rule = pe.allowed_by([{'service': 'sshd', 'user': 'b', 'to': 'deny'}])
+    b_ok = _res('sshd', 'b', 'PAM_SUCCESS')
+    assert rule(b_ok, denied) and not rule(b_ok, hung) and not rule(ok, denied)
+    assert not rule(_res('su', 'b', 'PAM_SUCCESS'), denied)
+    assert pe.allowed_by([{'op': 'auth'}])(ok, denied) is False
+    assert pe.allowed_by([{'to': 'allow'}])(denied, ok) is True
