@@ -17,6 +17,7 @@ binds=None, timeout=10.0, protect=True, python=None)`` returns a dict::
     {'results': [result, ...],      # one per query, same order
      'warnings': [str, ...],        # mounts that could not be made read-only, ...
      'libpam': '/usr/lib/x86_64-linux-gnu/libpam.so.0.85.1',   # the library used
+     'python': '3.11.2',            # the interpreter that ran the transactions
      'elapsed': 1.23}
 
 A **query** is a dict:
@@ -84,9 +85,11 @@ The evaluation runs in a child process that unshares its mount namespace
   path: ``/etc/pam.d``, ``/usr/lib/pam.d``, ``/etc/security``,
   ``/etc/passwd``, ``/etc/group``, ``/etc/shadow``, ``/etc/gshadow``,
   ``/etc/nsswitch.conf``, ``/etc/login.defs``, ``/etc/environment``,
-  ``/var/lib/extrausers``.  When a tree is given without ``usr/lib/pam.d``,
-  the real vendor directory is hidden (empty tmpfs) so that only the tree's
-  files are seen.
+  ``/var/lib/extrausers``, ``/etc/authselect`` (RHEL's pam.d files are
+  symlinks into it).  A path the system lacks is created in the namespace
+  (overlay over its parent).  When a tree is given without
+  ``usr/lib/pam.d``, the real vendor directory is hidden (empty tmpfs) so
+  that only the tree's files are seen.
 * ``probe_users``: users that exist only in the namespace.  Each is a dict
   ``name`` (required), ``uid``, ``gid`` (default: uid), ``groups`` (extra
   group names; created if missing), ``home``, ``shell``, ``password``
@@ -126,13 +129,19 @@ strings: a result present on one side only; ``field`` differing where
 ``allowed(before_result, after_result)`` is not true; a result whose trace
 touches a module tagged ``hung_tag`` after but not before.
 
+``expectation_failures(results, allow=(), deny=())``: readable lines for
+users in ``allow`` not answered PAM_SUCCESS and users in ``deny`` answered
+PAM_SUCCESS or not answered (a lockout guard).  ``allowed_by(rules)``: a
+predicate for ``compare`` from rules ``{'service', 'user', 'op', 'to':
+'deny'|'allow'|'any'}`` (missing keys match anything).
+
 Example::
 
     from _pam_eval import evaluate, compare
     q = [{'service': 'sshd', 'user': 'root', 'op': 'account', 'rhost': '10.0.0.1'}]
     before = evaluate(q, tree='/tmp/before')['results']
     after = evaluate(q, tree='/tmp/after')['results']
-    assert compare(before, after) == []
+    problems = compare(before, after)      # [] when every answer is the same
 
 Command line (what the evaluator runs itself): ``python3 _pam_eval.py ns
 SPEC`` (set up the namespace, then exec the runner) and ``python3
@@ -189,7 +198,7 @@ OPS = ('auth', 'account', 'setcred', 'open_session', 'chauthtok')
 TREE_PATHS = (
     '/etc/pam.d', '/usr/lib/pam.d', '/etc/security', '/etc/passwd', '/etc/group',
     '/etc/shadow', '/etc/gshadow', '/etc/nsswitch.conf', '/etc/login.defs',
-    '/etc/environment', '/var/lib/extrausers')
+    '/etc/environment', '/var/lib/extrausers', '/etc/authselect')
 VENDOR_DIR = '/usr/lib/pam.d'
 MODULE_DIR_GLOBS = (
     '/lib/security', '/lib64/security', '/usr/lib/security', '/usr/lib64/security',
@@ -338,7 +347,7 @@ def evaluate(queries, tree=None, root=None, probe_users=(), module_overlay=None,
             'queries': queries, 'root': root, 'inside': inside, 'work': work,
             'tree': os.path.join(inside, 'tree') if tree else None, 'tree_host': tree,
             'probe_users': users, 'module_overlay': overlay,
-            'binds': [(t, s, m, i) for t, s, m, i in bind_list], 'protect': bool(protect),
+            'binds': list(bind_list), 'protect': bool(protect),
             'python': _find_python(root, python), 'files': dict(files or {}),
         }
         with open(os.path.join(work, 'spec.json'), 'w') as handle:
@@ -448,6 +457,44 @@ def compare(before, after, allowed=None, key=result_key, field='rc_name', hung_t
     return violations
 
 
+def expectation_failures(results, allow=(), deny=()):
+    """Readable lines for every result of a user in ``allow`` that is not
+    PAM_SUCCESS, and of a user in ``deny`` that is PAM_SUCCESS or has no
+    answer (timeout, error): what a lockout guard checks."""
+    failures = []
+    for res in results:
+        user = res['query']['user']
+        if user in allow and res['rc_name'] != 'PAM_SUCCESS':
+            failures.append('%s: %s, must be allowed' % (describe(res), res['rc_name']))
+        if user in deny and (res['status'] != 'ok' or res['rc_name'] == 'PAM_SUCCESS'):
+            failures.append('%s: %s, must be denied' % (describe(res), res['rc_name']))
+    return failures
+
+
+def allowed_by(rules):
+    """A predicate for ``compare``: a change is allowed when a rule
+    matches its query (``service``, ``user``, ``op``; a missing key matches
+    anything) and the new answer is what the rule's ``to`` allows: ``deny``
+    (an answer that is not PAM_SUCCESS, not a timeout), ``allow``
+    (PAM_SUCCESS) or ``any``."""
+    def allowed(before, after):
+        q = before['query']
+        for rule in rules:
+            if rule.get('service') not in (None, q['service']) or rule.get('user') not in (None, q['user']):
+                continue
+            if rule.get('op') not in (None, (q.get('ops') or [q.get('op')])[0]):
+                continue
+            to = rule.get('to', 'any')
+            if to == 'any':
+                return True
+            if to == 'deny' and after['status'] == 'ok' and after['rc_name'] != 'PAM_SUCCESS':
+                return True
+            if to == 'allow' and after['rc_name'] == 'PAM_SUCCESS':
+                return True
+        return False
+    return allowed
+
+
 # --------------------------------------------------------------------------
 # Namespace stage (runs as `python3 runner.py ns SPEC` on the host)
 
@@ -457,7 +504,7 @@ _libc = None
 def _lib():
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6', use_errno=True)
+        _libc = ctypes.CDLL(None, use_errno=True)
         _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong,
                                 ctypes.c_char_p]
         _libc.umount2.argtypes = [ctypes.c_char_p, ctypes.c_int]
@@ -619,17 +666,36 @@ class _Runner(object):
         tree = self.spec.get('tree')
         if not tree:
             return
+        present = [p for p in TREE_PATHS if os.path.lexists(os.path.join(tree, p.lstrip('/')))]
+        for path in present:
+            if not os.path.lexists(path):
+                self._make_mountpoint(path, os.path.isdir(os.path.join(tree, path.lstrip('/'))))
         for path in TREE_PATHS:
             src = os.path.join(tree, path.lstrip('/'))
-            if os.path.lexists(src):
-                if not os.path.lexists(path) and path == VENDOR_DIR:
-                    raise EvalError('the tree has %s but this system has no such directory to mount over' % path)
-                if not os.path.lexists(path):
-                    self.warnings.append('tree has %s, the system does not: not used' % path)
-                    continue
+            if path in present:
                 self._bind_over(src, path)
             elif path == VENDOR_DIR and os.path.isdir(path):
                 mount('pam-eval', path, 'tmpfs', MS_NOSUID | MS_NODEV | MS_RDONLY, 'mode=0755')
+
+    def _make_mountpoint(self, path, is_dir):
+        """Create ``path`` (missing on this system) inside the namespace: an
+        overlay (upper layer in the scratch tmpfs) over its parent directory,
+        then the directory or file in the merged view."""
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise EvalError('cannot mount the tree\'s %s: %s does not exist on this system' % (path, parent))
+        upper = os.path.join(self.scratch, 'mp-%s' % path.strip('/').replace('/', '_'))
+        os.makedirs(os.path.join(upper, 'u'))
+        os.makedirs(os.path.join(upper, 'w'))
+        try:
+            mount('overlay', parent, 'overlay', 0, 'lowerdir=%s,upperdir=%s/u,workdir=%s/w' % (parent, upper, upper))
+        except OSError as exc:
+            raise EvalError('the tree has %s, this system does not, and no overlay can create it: %s' % (path, exc))
+        if is_dir:
+            os.mkdir(path)
+        else:
+            open(path, 'w').close()
+        self.warnings.append('%s does not exist on this system: created in the namespace for the tree' % path)
 
     def _read(self, path):
         try:
@@ -698,9 +764,9 @@ class _Runner(object):
                 continue
             uid = int(user.get('uid', 60000 + len(lines_p)))
             gid = int(user.get('gid', uid))
-            lines_p.append('%s:x:%d:%d:%s:%s:%s' % (name, uid, gid, user.get('gecos', 'pam-eval probe'),
-                                                     user.get('home', '/home/%s' % name),
-                                                     user.get('shell', '/bin/bash')))
+            lines_p.append('%s:x:%d:%d:%s:%s:%s' % (
+                name, uid, gid, user.get('gecos', 'pam-eval probe'), user.get('home', '/home/%s' % name),
+                user.get('shell', '/bin/bash')))
             lines_s.append('%s:%s:19000:0:99999:7:::' % (name, user.get('hash', '*')))
             if gid not in used_gids and user.get('create_group', True):
                 groups.append([name, str(gid), [], None])
@@ -781,6 +847,9 @@ class _Runner(object):
 
     def run(self):
         os.environ['PAM_EVAL_DIR'] = self.pamdir
+        # loaded once here, inherited by every transaction process (no state
+        # before pam_start; saves a dlopen per query)
+        ctypes.CDLL('libpam.so.0', mode=ctypes.RTLD_GLOBAL)
         results = []
         for query in self.spec['queries']:
             results.append(self._one(query))
@@ -893,7 +962,7 @@ def libpam_path():
 
 def transaction(query):
     """One PAM transaction in this process (the runner forks for it)."""
-    libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    libc = ctypes.CDLL(None)      # the C library the interpreter runs on (find_library would spawn ldconfig)
     libc.calloc.restype = ctypes.c_void_p
     libc.calloc.argtypes = [ctypes.c_size_t, ctypes.c_size_t]
     libc.strdup.restype = ctypes.c_void_p
@@ -1008,6 +1077,7 @@ def stage_run(spec_path):
         runner.setup()
         out['results'] = runner.run()
         out['libpam'] = next((r.get('libpam') for r in out['results'] if r.get('libpam')), None)
+        out['python'] = '%d.%d.%d' % tuple(sys.version_info[:3])
         for res in out['results']:
             res.pop('libpam', None)
     except EvalError as exc:
@@ -1036,4 +1106,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv))
+    raise SystemExit(main(sys.argv))

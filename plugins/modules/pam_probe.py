@@ -23,11 +23,11 @@ description:
   - Each transaction runs in its own process with a deadline (O(timeout)); a hung module gives that query
     RV(results[].status=timeout) instead of hanging the play.
   - O(allow) and O(deny) state who must get in and who must be refused; the module fails, listing every unmet
-    expectation, when one is not met (for example the rollout's lockout pre-flight: root, the connecting user and an
-    administrator must pass, an ordinary user without a job must be denied).
+    expectation, when one is not met (for example the rollout's lockout pre-flight, where root, the connecting user
+    and an administrator must pass and an ordinary user without a job must be denied).
   - O(compare_tree) evaluates the same queries a second time on another tree and reports every answer that differs,
     except the O(allowed_changes).
-  - Needs no package: ctypes on the node's libpam (no pamtester). Needs root and Linux mount namespaces.
+  - Needs no package (ctypes on the node's libpam, no pamtester). Needs root and Linux mount namespaces.
 author:
   - hpc.slurm_adopt maintainers (@hpc-slurm-adopt)
 options:
@@ -142,6 +142,7 @@ attributes:
     description: Read-only; runs the same in check mode.
   diff_mode:
     support: none
+    description: Changes nothing, so there is nothing to diff.
 seealso:
   - module: hpc.slurm_adopt.pam_stack_info
   - module: hpc.slurm_adopt.pam_adopt
@@ -238,7 +239,7 @@ libpam:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_eval import (
-    EvalError, evaluate, compare, describe,
+    EvalError, evaluate, compare, expectation_failures, allowed_by,
 )
 
 
@@ -291,38 +292,6 @@ def build_queries(params):
     return queries
 
 
-def expectation_failures(results, allow, deny):
-    failures = []
-    for res in results:
-        user = res['query']['user']
-        if user in allow and res['rc_name'] != 'PAM_SUCCESS':
-            failures.append('%s: %s, must be allowed' % (describe(res), res['rc_name']))
-        if user in deny and (res['status'] != 'ok' or res['rc_name'] == 'PAM_SUCCESS'):
-            failures.append('%s: %s, must be denied' % (describe(res), res['rc_name']))
-    return failures
-
-
-def change_allowed(rules):
-    def allowed(before, after):
-        q = before['query']
-        for rule in rules:
-            if rule.get('service') not in (None, q['service']):
-                continue
-            if rule.get('user') not in (None, q['user']):
-                continue
-            if rule.get('op') not in (None, q['ops'][0]):
-                continue
-            to = rule.get('to', 'any')
-            if to == 'any':
-                return True
-            if to == 'deny' and after['status'] == 'ok' and after['rc_name'] != 'PAM_SUCCESS':
-                return True
-            if to == 'allow' and after['rc_name'] == 'PAM_SUCCESS':
-                return True
-        return False
-    return allowed
-
-
 def check_params(params):
     for rule in params['allowed_changes']:
         unknown = set(rule) - set(['service', 'user', 'op', 'to'])
@@ -363,7 +332,7 @@ def run(module):
     if second is not None:
         result['compare_results'] = second['results']
         result['violations'] = compare(first['results'], second['results'],
-                                       allowed=change_allowed(params['allowed_changes']))
+                                       allowed=allowed_by(params['allowed_changes']))
         result['failures'].extend('%s (on compare_tree)' % f for f in expectation_failures(
             second['results'], params['allow'], params['deny']))
     if params['fail_on_violation'] and (result['failures'] or result['violations']):

@@ -61,7 +61,11 @@ ADOPT_MODULES = ('pam_slurm_adopt', 'pam_python', 'pam_exec')
 SITE_MODULES = ('pam_faillock', 'pam_systemd', 'pam_elogind', 'pam_tally2', 'pam_mkhomedir', 'pam_oddjob_mkhomedir',
                 'pam_fprintd', 'pam_pkcs11', 'pam_gnome_keyring', 'pam_kwallet5', 'pam_sepermit',
                 'pam_selinux', 'pam_lastlog', 'pam_motd')
-STANDIN_MODULES = DIRECTORY_MODULES + ADOPT_MODULES + SITE_MODULES
+# systemd-homed: no user of ours is a homed user; pam_systemd_home answers
+# PAM_USER_UNKNOWN for users it does not manage (Arch's system-auth has it
+# with [success=N default=ignore])
+UNMANAGED_MODULES = ('pam_systemd_home',)
+STANDIN_MODULES = DIRECTORY_MODULES + ADOPT_MODULES + SITE_MODULES + UNMANAGED_MODULES
 FUNCTIONS = ('auth', 'setcred', 'account', 'open_session', 'close_session', 'chauthtok')
 
 RC = _pam_eval.PAM_RC
@@ -173,6 +177,8 @@ def answers(scenario):
     # locked; pam_systemd/pam_elogind: the logind session is made)
     for module in SITE_MODULES:
         lines.append('%s * * * %d 0 site' % (module, RC['PAM_SUCCESS']))
+    for module in UNMANAGED_MODULES:
+        lines.append('%s * * * %d 0 unmanaged' % (module, RC['PAM_USER_UNKNOWN']))
     return '\n'.join(lines) + '\n'
 
 
@@ -195,11 +201,20 @@ def probe_users(scenario):
 
 
 def stage_tree(dest, pamd, security=None, vendor=None):
-    """A tree for the evaluator at ``dest``: ``etc/pam.d`` from ``pamd``,
+    """A tree for the evaluator at ``dest``.
+
+    ``pamd`` is either a pam.d directory (then: ``etc/pam.d`` from it,
     ``etc/security`` from ``security`` (default: this machine's
     /etc/security, the real defaults of pam_access, pam_limits, ...),
     ``usr/lib/pam.d`` from ``vendor`` (default: none, the real one is then
-    hidden).  Returns ``dest``."""
+    hidden)), or a tree laid out like a root (it has ``etc/pam.d``; the
+    corpus trees): copied whole, symlinks kept, ``etc/security`` added from
+    ``security`` or this machine when it has none.  Returns ``dest``."""
+    if os.path.isdir(os.path.join(pamd, 'etc', 'pam.d')):
+        shutil.copytree(pamd, dest, symlinks=True)
+        if not os.path.isdir(os.path.join(dest, 'etc', 'security')):
+            shutil.copytree(security or '/etc/security', os.path.join(dest, 'etc', 'security'), symlinks=True)
+        return dest
     os.makedirs(os.path.join(dest, 'etc'), exist_ok=True)
     shutil.copytree(pamd, os.path.join(dest, 'etc', 'pam.d'), symlinks=True)
     shutil.copytree(security or '/etc/security', os.path.join(dest, 'etc', 'security'), symlinks=True)
@@ -253,13 +268,29 @@ def queries(tree, scenario, svcs=None, classes=None, ops=OPS):
 
 def evaluate_tree(tree, standin, scenarios=SCENARIOS, svcs=None, classes=None, ops=OPS, root=None):
     """Result table of ``tree``: every class x scenario x service x op.
-    Returns a list of evaluator results (labels: class, scenario)."""
+    Returns a list of evaluator results (labels: class, scenario).
+
+    ``hung`` is not run separately when ``stopped`` is: its answers are the
+    same by construction (the stand-ins answer alike, see answers()), so the
+    ``stopped`` results are copied with every directory-module trace line
+    re-tagged ``hung``."""
+    import copy
     results = []
     for scenario in scenarios:
+        if scenario == 'hung' and 'stopped' in scenarios:
+            continue
         out = _pam_eval.evaluate(queries(tree, scenario, svcs, classes, ops), tree=tree, root=root,
                                  probe_users=probe_users(scenario), module_overlay=module_overlay(standin),
                                  files={'answers': answers(scenario)})
         results.extend(out['results'])
+    if 'hung' in scenarios and 'stopped' in scenarios:
+        for res in [r for r in results if r['query']['labels']['scenario'] == 'stopped']:
+            hung = copy.deepcopy(res)
+            hung['query']['labels']['scenario'] = 'hung'
+            for line in hung['trace']:
+                if line['module'] in DIRECTORY_MODULES and line['tag'] == 'down':
+                    line['tag'] = 'hung'
+            results.append(hung)
     return results
 
 
@@ -292,3 +323,115 @@ def property_check(before, after, service='sshd'):
             violations.append('%s: still PAM_SUCCESS (the adopt rule does not deny a user without a job)'
                               % _pam_eval.describe(res))
     return violations
+
+
+# --------------------------------------------------------------------------
+# Today's editor (plugins/module_utils/pam_edit.py), for the property runs
+
+
+def import_collection():
+    """Make ``ansible_collections.hpc.slurm_adopt`` importable (a temporary
+    collection root whose hpc/slurm_adopt points at this checkout)."""
+    try:
+        import ansible_collections.hpc.slurm_adopt  # noqa: F401  pylint: disable=unused-import
+        return
+    except ImportError:
+        pass
+    import atexit
+    import tempfile
+    root = tempfile.mkdtemp(prefix='pe-coll-')
+    os.makedirs(os.path.join(root, 'ansible_collections', 'hpc'))
+    os.symlink(REPO, os.path.join(root, 'ansible_collections', 'hpc', 'slurm_adopt'))
+    atexit.register(shutil.rmtree, root, True)
+    sys.path.insert(0, root)
+
+
+def editor_params(root, **overrides):
+    """pam_adopt's parameters with its defaults, as site.yml sets them for
+    the user classes (the Ansible user and the admin group in access_rules
+    and ensure_access_for), resolved like the module does."""
+    import_collection()
+    from ansible_collections.hpc.slurm_adopt.plugins.modules import pam_adopt
+    params = dict((k, v.get('default')) for k, v in pam_adopt.argument_spec().items())
+    params.update(root=root, interface='pam_python', require_modules=False, check_mode=False,
+                  access_rules=['+:root:ALL', '+:%s:ALL' % CLASSES['ansible']['name'], '+:(%s):ALL' % ADMIN_GROUP,
+                                '-:ALL:ALL'],
+                  ensure_access_for=['root', CLASSES['ansible']['name']])
+    params.update(overrides)
+    err = pam_adopt.check_params(params)
+    if err:
+        raise ValueError(err)
+    return params
+
+
+def apply_editor(root, **overrides):
+    """plan_present + commit on the tree at ``root`` (a copy: it is
+    changed).  Returns the plan, or raises pam_edit.PlanError."""
+    import_collection()
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    params = editor_params(root, **overrides)
+    plan = pam_edit.plan_present(params)
+    pam_edit.commit(params, plan, 'present')
+    return plan
+
+
+# --------------------------------------------------------------------------
+# Image roots
+
+
+def image_root(suite):
+    """Root file system of a Debian ``suite`` image (bookworm, trixie, sid):
+    $PAM_EVAL_<SUITE>_ROOT when set, else the pam-corpus helper's cached
+    chroot (lab/pamcorpus/chroot.sh SUITE, built once under /var/cache).
+    Returns None when neither exists in this checkout."""
+    env = os.environ.get('PAM_EVAL_%s_ROOT' % suite.upper())
+    if env:
+        return env
+    script = os.path.join(REPO, 'lab', 'pamcorpus', 'chroot.sh')
+    if not os.path.exists(script):
+        return None
+    proc = subprocess.run(['bash', script, suite], capture_output=True, text=True, timeout=3600, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError('lab/pamcorpus/chroot.sh %s failed: %s' % (suite, proc.stderr[-3000:]))
+    return os.path.join(proc.stdout.strip().splitlines()[-1], 'root')
+
+
+# --------------------------------------------------------------------------
+# The property, through the editor
+
+
+def editor_property(pamd, workdir, standin, vendor=None, security=None, scenarios=SCENARIOS, **editor_overrides):
+    """Stage ``pamd`` twice under ``workdir``, run today's editor on the
+    second copy, evaluate both and check the property.  Returns a dict:
+    ``refused`` (the editor's PlanError text, or None), ``violations``
+    (property_check), ``before``/``after`` (result lists), ``plan``."""
+    import_collection()
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    before = stage_tree(os.path.join(workdir, 'before'), pamd, security=security, vendor=vendor)
+    after = stage_tree(os.path.join(workdir, 'after'), pamd, security=security, vendor=vendor)
+    out = {'refused': None, 'violations': [], 'plan': None, 'before': None, 'after': None}
+    try:
+        out['plan'] = apply_editor(after, **editor_overrides)
+    except pam_edit.PlanError as exc:
+        out['refused'] = str(exc)
+        return out
+    svcs = services(before)
+    out['before'] = evaluate_tree(before, standin, scenarios=scenarios, svcs=svcs)
+    out['after'] = evaluate_tree(after, standin, scenarios=scenarios, svcs=svcs)
+    out['violations'] = property_check(out['before'], out['after'])
+    return out
+
+
+def summarise(violations):
+    """Group violation lines by what changed (service, op, answers), listing
+    the classes and scenarios: one line per group."""
+    groups = {}
+    for line in violations:
+        head, _sep, what = line.partition(': ')
+        words = head.split(' ')
+        service, op = words[0], words[1]
+        labels = head[head.index('[') + 1:head.index(']')] if '[' in head else ''
+        parts = dict(p.split('=', 1) for p in labels.split(', ') if '=' in p)
+        key = (service, op, what)
+        groups.setdefault(key, set()).add('%s/%s' % (parts.get('class', '?'), parts.get('scenario', '?')))
+    return ['%s %s: %s  <- %s' % (s, o, w, ' '.join(sorted(v))) for (s, o, w), v in sorted(groups.items())]

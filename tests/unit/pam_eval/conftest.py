@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config, items):
                 item.add_marker(skip)
 
 
+@pytest.fixture(scope='session', autouse=True)
+def pam_eval_tools():
+    """gcc, the PAM headers, libnss-extrausers: installed when missing."""
+    if os.geteuid() == 0:
+        pam_eval_harness.ensure_tools()
+
+
 @pytest.fixture(scope='session')
 def harness():
     return pam_eval_harness
