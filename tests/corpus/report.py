@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the corpus table (markdown) from tests/corpus/manifest.yml and the
 results of the last corpus run (build/pamcorpus-results.json, written by
 tests/corpus/test_corpus.py):
