@@ -30,6 +30,7 @@ fails the whole render with its output.
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -317,6 +318,10 @@ def render(out, only=None, force=False, cache=None):
     todo = [t for t in trees if t['name'] in wanted]
     suites = sorted(set(recipes[t['recipe']]['chroot'] for t in todo if t['recipe'] in recipes))
     cdirs = dict((s, chroot_dir(s, cache)) for s in suites)
+    # one render at a time: the chroots' etc/ is reset and changed per tree
+    lock_dir = cache or os.environ.get('PAMCORPUS_CACHE') or '/var/cache/slurm-adopt-corpus'
+    lock = open(os.path.join(lock_dir, '.render.lock'), 'w')
+    fcntl.flock(lock, fcntl.LOCK_EX)
     stamp = inputs_hash(recipes, trees, cdirs) + ' ' + ','.join(sorted(wanted))
     stamp_file = os.path.join(out, '.stamp')
     if not force and os.path.isfile(stamp_file):

@@ -39,10 +39,10 @@ def corpus():
     if os.geteuid() != 0:
         pytest.fail('the PAM corpus needs root (chroot for the build, mount namespaces for the evaluator)')
     proc = subprocess.run(['bash', BUILD, '--out', OUT], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          universal_newlines=True, timeout=7200)
+                          universal_newlines=True, timeout=7200, check=False)
     if proc.returncode != 0:
         pytest.fail('lab/pamcorpus/build.sh failed (exit %d):\n%s' % (proc.returncode, proc.stderr[-6000:]),
-                    pytest_trace=False)
+                    pytrace=False)
     with open(os.path.join(OUT, 'index.json')) as handle:
         index = json.load(handle)
     return OUT, index
@@ -59,8 +59,9 @@ _RESULTS = {}
 
 @pytest.fixture(scope='session')
 def record():
-    """record(name, **facts): what each tree did, written to
-    build/pamcorpus-results.json at the end of the session."""
+    """record(name, **facts): what each tree did, merged into
+    build/pamcorpus-results.json at the end of the session (tests/corpus/report.py
+    prints the table from it)."""
     def put(name, **facts):
         _RESULTS.setdefault(name, {}).update(facts)
     return put
@@ -69,9 +70,17 @@ def record():
 def pytest_sessionfinish(session, exitstatus):
     if not _RESULTS:
         return
+    merged = {}
+    try:
+        with open(RESULTS) as handle:
+            merged = json.load(handle)          # trees not run this time keep their last result
+    except (OSError, ValueError):
+        pass
+    merged.update(_RESULTS)
     try:
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-        with open(RESULTS, 'w') as handle:
-            json.dump(_RESULTS, handle, indent=1, sort_keys=True)
+        with open(RESULTS + '.tmp', 'w') as handle:
+            json.dump(merged, handle, indent=1, sort_keys=True)
+        os.rename(RESULTS + '.tmp', RESULTS)
     except OSError:
         pass

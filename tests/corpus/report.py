@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Print the corpus table (markdown) from tests/corpus/manifest.yml and the
 results of the last corpus run (build/pamcorpus-results.json, written by
 tests/corpus/test_corpus.py):
@@ -40,11 +39,19 @@ def actual_of(result):
     if actual == 'refused':
         return 'refused: %s' % result.get('message', '').replace('|', '\\|')[:160]
     if actual == 'violations':
-        first = (result.get('violations') or []) + (result.get('path_changes') or []) + \
+        items = (result.get('violations') or []) + (result.get('path_changes') or []) + \
             (result.get('structure') or [])
-        total = len(result.get('violations') or []) + len(result.get('path_changes') or []) + \
-            len(result.get('structure') or [])
-        return 'wrong (%d): %s' % (total, first[0].replace('|', '\\|') if first else '?')
+        services = sorted(set(i.split(' ', 1)[0] for i in items if ' account ' in i or ' auth ' in i
+                              or ' open_session ' in i))
+        still = any('still PAM_SUCCESS' in i for i in items)
+        what = []
+        if services:
+            what.append('answers or paths change in %s' % ', '.join(services))
+        if still:
+            what.append('sshd still admits users without a job')
+        if result.get('structure'):
+            what.append('; '.join(result['structure']))
+        return 'wrong: %s (%d findings)' % ('; '.join(what) or '?', len(items))
     if actual == 'edited':
         return 'edited; second run / removal failed'
     return actual

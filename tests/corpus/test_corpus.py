@@ -265,7 +265,7 @@ def _system_key(standin):
         digest = hashlib.sha256()
         for path in (_pam_eval.__file__, H.__file__, os.path.join(os.path.dirname(H.__file__), 'standin.c'),
                      standin, os.path.realpath('/lib/x86_64-linux-gnu/libpam.so.0')):
-            _hash_files(digest, path)
+            _hash_files(digest, path, base=os.path.dirname(path))     # content and file name, not where
         for pattern in _pam_eval.MODULE_DIR_GLOBS:
             for directory in sorted(glob.glob(pattern)):
                 for name in sorted(os.listdir(directory)):
