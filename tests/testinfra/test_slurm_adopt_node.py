@@ -10,19 +10,24 @@ site to run against its own compute nodes:
 (any testinfra backend works: ssh://, paramiko://, ansible://, podman://;
 add --sudo for a non-root user).  Settings come from the environment:
 
-    SLURM_ADOPT_PROBE_USER   user without a job for the live `explain` probe (nobody)
-    SLURM_ADOPT_LOGIND       masked (default) | any
+    SLURM_ADOPT_PROBE_USER   real user without a job for the live `explain` (nobody)
+    SLURM_ADOPT_LOGIND       masked (default) | any   (adopt_logind_mask: false)
     SLURM_ADOPT_PAM_SERVICE  sshd (default)
     SLURM_ADOPT_MODULE_DIR   /usr/lib/slurm-adopt (default)
 
 The expected module checksums are those of the collection this file is part
-of (roles/adopt_module/files).  The PAM stack is read from the node and
-parsed here, with the parser of the node-side drift check
-(roles/adopt_drift/files/slurm_adopt_check.py).
+of (roles/adopt_module/files).  The PAM files are read from the node and
+parsed with the collection's one PAM parser (plugins/module_utils/pam_stack.py,
+through the drift check's analysis).  Whether the module loads and decides is
+asked of the node's real libpam (plugins/module_utils/_pam_eval.py, copied to
+a scratch directory on the node for the test and removed afterwards; it runs
+in a private mount namespace and changes no PAM service of the node).
 """
 
+import base64
 import hashlib
 import importlib.util
+import json
 import os
 import re
 
@@ -31,11 +36,13 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 COLLECTION = os.path.dirname(os.path.dirname(HERE))
 SRC = os.path.join(COLLECTION, "roles", "adopt_module", "files")
+PAM_EVAL = os.path.join(COLLECTION, "plugins", "module_utils", "_pam_eval.py")
 MODULE_DIR = os.environ.get("SLURM_ADOPT_MODULE_DIR", "/usr/lib/slurm-adopt")
 MODULE = MODULE_DIR + "/pam_slurm_adopt.py"
 SERVICE = os.environ.get("SLURM_ADOPT_PAM_SERVICE", "sshd")
 PROBE_USER = os.environ.get("SLURM_ADOPT_PROBE_USER", "nobody")
 LOGIND = os.environ.get("SLURM_ADOPT_LOGIND", "masked")
+NOJOB = "slurm-adopt-nojob"     # exists only inside the PAM probe's namespace
 FLAGS = {"PrologFlags": ["contain"], "ProctrackType": ["proctrack/cgroup"],
          "TaskPlugin": ["task/cgroup"]}
 
@@ -57,22 +64,38 @@ def _sha256(path):
 
 
 def _package_files():
-    out = []
-    base = os.path.join(SRC, "slurm_adopt")
-    for name in sorted(os.listdir(base)):
-        if name.endswith(".py"):
-            out.append(name)
-    return out
+    return sorted(n for n in os.listdir(os.path.join(SRC, "slurm_adopt")) if n.endswith(".py"))
 
 
-def _reader(host):
-    def read(path):
-        f = host.file(path)
-        if not f.exists:
-            raise IOError("no such file: %s" % path)
-        # content_string drops a trailing newline; the parser does not care
-        return f.content_string
-    return read
+class RemoteSource(CHECK.pam_stack().FileSource):
+    """The PAM files of the host under test, for the collection's parser
+    (symlinks followed on the host, as libpam follows them)."""
+
+    def __init__(self, host):
+        CHECK.pam_stack().FileSource.__init__(self, "/", "/etc/pam.d", "/usr/lib/pam.d")
+        self.host = host
+
+    def exists(self, path):
+        return self.host.file(path).is_file
+
+    def locate(self, name):
+        for cand in self.candidates(name):
+            if self.exists(cand):
+                return cand
+        return None
+
+    def read(self, path):
+        return self.host.file(path).content_string + "\n"
+
+
+def _conf():
+    return dict(CHECK.DEFAULTS, pam_service=SERVICE)
+
+
+@pytest.fixture(scope="module")
+def account(host):
+    with host.sudo():
+        return CHECK.analyse_account(_conf(), source=RemoteSource(host))
 
 
 @pytest.fixture(scope="module")
@@ -97,23 +120,20 @@ def test_module_file_present_root_owned_and_unchanged(host):
             "%s/slurm_adopt/%s differs from the collection's" % (MODULE_DIR, name)
 
 
-def test_adopt_rule_last_and_nothing_short_circuits(host):
-    with host.sudo():
-        rules, problems = CHECK.effective_stack(SERVICE, "account", read=_reader(host))
-        conf = dict(CHECK.DEFAULTS, pam_service=SERVICE)
-        found, _info = CHECK.analyse_account(rules, conf)
-    assert problems + found == [], "\n".join(problems + found)
+def test_adopt_rule_last_and_nothing_short_circuits(account):
+    problems, _info, _entry = account
+    assert problems == [], "\n".join(problems)
 
 
 def test_pam_systemd_unreachable(host):
     with host.sudo():
-        rules, _problems = CHECK.pam_systemd_rules(SERVICE, "/etc/pam.d", read=_reader(host))
-    assert rules == [], "pam_systemd reachable: %s" % ", ".join(r.where() for r in rules)
+        rules, _problems = CHECK.pam_systemd_rules(_conf(), source=RemoteSource(host))
+    assert rules == [], "pam_systemd reachable: %s" % ", ".join(CHECK._where(r) for r in rules)
 
 
 def test_logind_as_configured(host):
     if LOGIND == "any":
-        pytest.skip("SLURM_ADOPT_LOGIND=any")
+        pytest.skip("SLURM_ADOPT_LOGIND=any (adopt_logind_mask: false): logind is not managed")
     enabled = host.run("systemctl is-enabled systemd-logind.service").stdout.strip()
     active = host.run("systemctl is-active systemd-logind.service").stdout.strip()
     assert enabled == "masked" and active != "active", "logind is %s/%s" % (enabled, active)
@@ -143,14 +163,47 @@ def test_stepd_sockets_accessible(host, slurm_config):
     assert res.rc == 0 and res.stdout.strip() == "", "not accessible: %s" % res.stdout
 
 
-def test_pam_python_loads(host):
-    svc = "slurm-adopt-testinfra"
+def _bracket(arg):
+    return "[%s]" % arg.replace("]", "\\]") if re.search(r"\s", arg) else arg
+
+
+def test_pam_python_loads(host, account):
+    """The live adopt rule alone, with action_generic_failure=allow, for an
+    ordinary user without a job, through the node's real libpam: the module
+    must load and deny with its own message.  A broken install answers
+    PAM_SUCCESS here (the failure action allows); a missing pam_python.so or
+    script answers without the message.  (root cannot tell: the module ignores
+    root whether or not it loads.)"""
+    _problems, info, entry = account
+    assert entry is not None, "no adopt rule in the %s account stack" % SERVICE
+    rule = "account required %s %s action_generic_failure=allow\n" % (
+        info["adopt_module"], " ".join(_bracket(a) for a in info["adopt_args"]
+                                       if not a.lower().startswith("action_generic_failure=")))
+    with open(PAM_EVAL, "rb") as handle:
+        evaluator = base64.b64encode(handle.read()).decode()
+    spec = {"queries": [{"service": SERVICE, "user": NOJOB, "op": "account"}],
+            "probe_users": [{"name": NOJOB}], "timeout": 20.0}
     with host.sudo():
-        res = host.run(
-            "printf 'account required pam_python.so %s service=%s\\naccount required pam_permit.so\\n' "
-            "> /etc/pam.d/%s && pamtester %s root acct_mgmt; rc=$?; rm -f /etc/pam.d/%s; exit $rc"
-            % (MODULE, svc, svc, svc, svc))
-    assert res.rc == 0, "pamtester: %s %s" % (res.stdout, res.stderr)
+        scratch = host.check_output("mktemp -d /tmp/slurm-adopt-testinfra.XXXXXX")
+        try:
+            spec["tree"] = scratch + "/tree"
+            script = "; ".join([
+                "set -e", "cd %s" % scratch, "mkdir -p tree/etc/pam.d",
+                "echo %s | base64 -d > pam_eval.py" % evaluator,
+                "echo %s | base64 -d > tree/etc/pam.d/%s" % (base64.b64encode(rule.encode()).decode(), SERVICE),
+                "echo %s | base64 -d > spec.json" % base64.b64encode(json.dumps(spec).encode()).decode(),
+                "python3 pam_eval.py eval spec.json"])
+            res = host.run("sh -c %s" % "'" + script.replace("'", "'\\''") + "'")
+        finally:
+            host.run("rm -rf %s" % scratch)
+    assert res.rc == 0, "the PAM probe did not run: %s %s" % (res.stdout[-500:], res.stderr[-500:])
+    result = json.loads(res.stdout)["results"][0]
+    said = [m["text"] for m in result.get("messages", [])] + result.get("log", [])
+    assert result["status"] == "ok" and result["rc_name"] != "PAM_SUCCESS", \
+        "%s: %s for a user without a job (rule: %s)" % (SERVICE, result["rc_name"], rule.strip())
+    assert any("no active jobs" in line for line in said), \
+        "%s: %s without the module's message: the module did not decide (%s)" % (
+            SERVICE, result["rc_name"], " | ".join(said))
 
 
 def test_live_explain_probe(host):

@@ -163,6 +163,8 @@ def analyse_account(conf, source=None):
                         % (len(adopt), ", ".join(_where(stack.entries[i]) for i in adopt)))
     entry = stack.entries[adopt[-1]]
     info["adopt_rule"] = "%s    # %s" % (_text(entry), _where(entry))
+    info["adopt_module"] = entry.line.module
+    info["adopt_args"] = list(entry.line.args)
     allowed_after = [re.compile(p) for p in conf["allowed_after"]]
     for later in result["after_adopt"]:
         line = later.line
