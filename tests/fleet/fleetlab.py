@@ -169,6 +169,7 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
         env.update({"ANSIBLE_COLLECTIONS_PATH": collections or self.collections_dir, "ANSIBLE_NOCOLOR": "1",
                     "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "False",
                     "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                    "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
                     "PATH": VENV_BIN + os.pathsep + env.get("PATH", "")})
         argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, "hpc.slurm_adopt." + name] + list(args)
         started = time.time()
@@ -293,7 +294,8 @@ def pristine(fleet, baseline):
     for node in COMPUTE:
         if "DRAIN" in fleet.node_state(node)[0]:
             fleet.must("ctl", "scontrol update NodeName=%s State=RESUME" % node)
-        assert diff_fingerprints(baseline[node], fleet.fingerprint(node)) == [], node
+        left = diff_fingerprints(baseline[node], fleet.fingerprint(node))
+        assert left == [], (node, left)
     return baseline
 
 
