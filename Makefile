@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-down images unit node checks molecule fleet bench
+.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-down images unit corpus node checks molecule fleet bench
 
 ## demo: the main job on a lab on this machine: a 4-node podman cluster (controller, two
 ## compute nodes, a login node; real munge + Slurm), the rollout (playbooks/site.yml), the
@@ -46,6 +46,11 @@ images:
 
 unit: venv
 	$(PY) -m pytest tests/unit
+
+## corpus: the PAM corpus (tests/corpus) through the editor and the real libpam; builds the
+## cached generator chroots on first use (lab/pamcorpus/build.sh, network to the Debian mirror)
+corpus: venv
+	$(PY) -m pytest tests/corpus
 
 node: venv lab
 	ADOPT_LAB_REQUIRED=1 $(PY) -m pytest tests/node

@@ -7,6 +7,9 @@
 #
 #   unit      pytest tests/unit (+ the fleet node scripts, no lab needed): the node-side module, the PAM parser/editor,
 #             the slurm.conf editor, module and role tests with ansible-playbook
+#   corpus    the PAM corpus (tests/corpus): 30+ real-world PAM trees made with the real
+#             generators (lab/pamcorpus/build.sh: cached Debian chroots, authselect 1.8,
+#             pam-auth-update), each through the editor and the real-libpam property check
 #   node      pytest tests/node against the two real Slurm labs on this machine
 #             (host: Debian 12, Slurm 22.05; trixie: Debian 13 chroot, Slurm 24.11),
 #             our module and SchedMD's C module side by side
@@ -24,16 +27,17 @@ cd "$ROOT" || exit 1
 PY=$ROOT/.venv/bin/python
 
 stages=("$@")
-[ ${#stages[@]} -eq 0 ] && stages=(unit node checks molecule fleet)
+[ ${#stages[@]} -eq 0 ] && stages=(unit corpus node checks molecule fleet)
 
 run_stage() {
     case $1 in
         unit)     "$PY" -m pytest -q tests/unit tests/fleet/test_node_scripts.py ;;
+        corpus)   "$PY" -m pytest -q tests/corpus ;;
         node)     ADOPT_LAB_REQUIRED=1 "$PY" -m pytest -q tests/node ;;
         checks)   scripts/check-collection.sh ;;
         molecule) scripts/molecule.sh ;;
         fleet)    bash lab/fleet/test.sh ;;
-        *)        echo "unknown stage $1 (unit node checks molecule fleet)" >&2; return 2 ;;
+        *)        echo "unknown stage $1 (unit corpus node checks molecule fleet)" >&2; return 2 ;;
     esac
 }
 

@@ -834,13 +834,20 @@ class _Runner(object):
         deadline = start + float(query['timeout'])
         buf = b''
         status = None
+        log = []
         while b'\n' not in buf:
             left = deadline - time.time()
             if left <= 0:
                 status = 'timeout'
                 break
-            ready, _w, _x = select.select([rfd], [], [], left)
-            if ready:
+            # the log socket is drained while the transaction runs: its queue
+            # holds only net.unix.max_dgram_qlen (often 10) messages, and a
+            # module's syslog() blocks when it is full
+            fds = [rfd] + ([self.log_sock] if self.log_sock is not None else [])
+            ready, _w, _x = select.select(fds, [], [], left)
+            if self.log_sock is not None and self.log_sock in ready:
+                log.extend(self.drain_log())
+            if rfd in ready:
                 data = os.read(rfd, 65536)
                 if not data:
                     break
@@ -855,7 +862,7 @@ class _Runner(object):
         os.waitpid(pid, 0)
         elapsed = round(time.time() - start, 4)
         result = {'query': query, 'elapsed': elapsed, 'trace': _read_trace(trace),
-                  'steps': [], 'messages': [], 'env': {}, 'log': self.drain_log()}
+                  'steps': [], 'messages': [], 'env': {}, 'log': log + self.drain_log()}
         if status == 'timeout':
             result.update(status='timeout', rc=None, rc_name='timeout',
                           error='no answer within %s s; the transaction was killed' % query['timeout'])

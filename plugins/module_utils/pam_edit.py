@@ -4,10 +4,33 @@
 """Planning, validating and writing the pam_slurm_adopt PAM edits.
 
 Nothing here writes until :func:`commit` is called with a complete plan:
-every file is computed first, the result is re-parsed and validated, and
-only then written (temp file + fsync + rename per file, rollback of the
-files already written if a later write fails).  Originals are kept under a
-state directory so that ``state=absent`` can restore them byte for byte.
+every file is computed first, the result is re-parsed and validated (and
+judged by the real libpam, module_utils/pam_guard), and only then written
+(one file after the other through a writer, the files already written put
+back if a later write fails).  Originals are kept under a state directory
+so that ``state=absent`` can restore them byte for byte.
+
+What an edit may do (docs/pam.md has the why and the measurements):
+
+* add the adopt block (optional pam_listfile, the adopt rule, optional
+  pam_access with our own ``accessfile=``) after the last account line of
+  the **service file**;
+* in the service file, turn ``account include F`` / ``@include F`` into
+  ``account substack F`` (other types of an ``@include`` stay included)
+  when F holds a rule that could end the stack before the adopt rule, so
+  that such a rule ends only the substack and everybody meets the adopt
+  rule; F itself is not edited;
+* in the service file, turn a rule's ``done`` into a jump to the adopt
+  block (``sufficient pam_localuser.so`` -> ``[success=N ...]``) when every
+  rule it skips is in the service file; adjust the count of a jump of the
+  service file that crosses a converted include so it lands where it did;
+* replace a rule it must switch off (another pam_slurm_adopt, pam_systemd,
+  pam_elogind) by a neutral placeholder of the same type
+  (``[default=ignore] pam_permit.so``), so no jump changes its target.
+
+Every changed line keeps the original as a comment (``#hpc.slurm_adopt:
+<reason># ...``) followed by the new line (``... # hpc.slurm_adopt:<tag>``):
+:func:`unmark` restores the file exactly.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -21,9 +44,12 @@ import re
 import tempfile
 
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
-    MARK, ADDED_TAG_RE, DISABLED_RE, BLOCK_BEGIN, BLOCK_END,
+    MARK, ADDED_TAG_RE, DISABLED_RE, BLOCK_BEGIN, BLOCK_END, RETURN_VALUES,
     FileSource, PamFile, resolve_host, effective_stack, analyse_account, reachable_files,
-    is_adopt_rule,
+    is_adopt_rule, classify_terminator, render_control, succeed_if_uid_limit,
+)
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_guard import (
+    GuardError, SiteFacts, lockout_guard, evaluator_ready, PROBE_USER,
 )
 
 ADOPT_OPTION_NAMES = (
@@ -34,6 +60,13 @@ ADOPT_OPTION_NAMES = (
 DEFAULT_MODULE_DIRS = (
     '/lib/security', '/lib64/security', '/usr/lib/security', '/usr/lib64/security',
     '/lib/*-linux-gnu*/security', '/usr/lib/*-linux-gnu*/security')
+
+DEFAULT_ACCESS_FILE = '/etc/security/slurm-adopt-access.conf'
+SHARED_ACCESS_FILE = '/etc/security/access.conf'
+ACCESS_HEADER = ('# hpc.slurm_adopt: who may log in without a Slurm job (pam_access, first match wins).\n'
+                 '# Managed by Ansible (role hpc.slurm_adopt.adopt_pam): the whole file is rewritten.\n')
+SESSION_MODULES = ('pam_systemd.so', 'pam_elogind.so')
+PLACEHOLDER = '%s [default=ignore] pam_permit.so'
 
 
 class PlanError(Exception):
@@ -54,7 +87,8 @@ def sha256(data):
 
 def unmark(content):
     """Undo every change this collection makes to a file's text: drop the
-    lines it added, re-enable the lines it disabled, drop its marked block."""
+    lines it added, re-enable the lines it disabled, drop its marked block
+    (left in access.conf by versions before 0.2)."""
     if content is None:
         return None
     out = []
@@ -89,12 +123,18 @@ def has_marks(content):
     return content is not None and content != unmark(content)
 
 
-def _disable_line(line, reason):
-    return ''.join('#%s:%s# %s' % (MARK, reason, phys) for phys in line.physical)
+def render_args(args):
+    out = []
+    for arg in args:
+        if not arg or re.search(r'[\s\[]', arg) or arg.startswith('['):
+            out.append('[%s]' % arg.replace(']', '\\]'))
+        else:
+            out.append(arg)
+    return out
 
 
 def render_rule(ptype, control, module, args, tag, dash=False):
-    words = [('-' if dash else '') + ptype, control, module] + list(args)
+    words = [('-' if dash else '') + ptype, control, module] + render_args(args)
     return '%s # %s:%s' % (' '.join(words), MARK, tag)
 
 
@@ -111,6 +151,8 @@ def adopt_rule_words(params):
     """(module, args) of the adopt rule for the chosen interface."""
     options = []
     for key, value in (params.get('options') or {}).items():
+        if value is None:
+            continue
         if key not in ADOPT_OPTION_NAMES:
             raise PlanError('unknown pam_slurm_adopt option %r (known: %s)' % (key, ', '.join(ADOPT_OPTION_NAMES)))
         if isinstance(value, bool):
@@ -152,64 +194,56 @@ def desired_lines(params):
                       'pam_listfile.so', False))
     lines.append((render_rule('account', control, module, args, 'adopt', params['dash']), module, params['dash']))
     if params['admin_access'] == 'pam_access':
-        acc_args = []
-        if params['access_file'] != '/etc/security/access.conf':
-            _check_word('access_file', params['access_file'])
-            acc_args.append('accessfile=%s' % params['access_file'])
-        lines.append((render_rule('account', 'required', 'pam_access.so', acc_args, 'admin_access'),
+        _check_word('access_file', params['access_file'])
+        lines.append((render_rule('account', 'required', 'pam_access.so',
+                                  ['accessfile=%s' % params['access_file']], 'admin_access'),
                       'pam_access.so', False))
     return lines
 
 
 # --------------------------------------------------------------------------
-# Admin access files
+# Admin access
 
 
-def access_block(rules):
-    for rule in rules:
-        parts = rule.split(':')
-        if len(parts) < 3 or parts[0].strip() not in ('+', '-'):
-            raise PlanError('access rule %r is not "+|-:users:origins"' % rule)
-    body = ''.join('%s\n' % r for r in rules)
-    return '%s admin access for pam_slurm_adopt (managed by Ansible)\n%s%s\n' % (BLOCK_BEGIN, body, BLOCK_END)
+def parse_access_rule(rule):
+    """(permission, users, origins) of a pam_access rule, or PlanError."""
+    parts = rule.split(':', 2)
+    if len(parts) < 3 or parts[0].strip() not in ('+', '-') or not parts[1].strip() or not parts[2].strip():
+        raise PlanError('access rule %r is not "+|-:users:origins"' % rule)
+    return parts[0].strip(), parts[1].strip(), parts[2].strip()
 
 
-def with_access_block(current, rules):
-    base = unmark(current) if current is not None else ''
-    if base and not base.endswith('\n'):
-        # the block needs its own lines; the stored original (manifest) keeps
-        # the file's missing final newline for state=absent
-        base += '\n'
-    return base + access_block(rules)
+def check_access_rules(rules):
+    """Refuse rule lists that let everyone in: empty, or not ending with a
+    rule that denies every user from everywhere."""
+    if not rules:
+        raise PlanError('access_rules is empty: pam_access with no rule lets every user without a job in. '
+                        'Give the administrators, then a final "-:ALL:ALL", e.g. '
+                        '["+:root:ALL", "+:wheel:ALL", "-:ALL:ALL"]')
+    parsed = [parse_access_rule(r) for r in rules]
+    perm, users, origins = parsed[-1]
+    if perm != '-' or users.split() != ['ALL'] or origins.split() != ['ALL']:
+        raise PlanError('access_rules must end with a rule that denies everybody else, "-:ALL:ALL" (the last rule '
+                        'is %r): without it pam_access lets every user without a job in' % rules[-1])
+    for rule, (perm, users, origins) in zip(rules, parsed):
+        if re.search(r'[\r\n]', rule):
+            raise PlanError('access rule %r spans several lines' % rule)
+    return parsed
 
 
-def _user_groups(user):
-    import grp
-    import pwd
-    groups = set()
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        return None
-    try:
-        groups.add(grp.getgrgid(pw.pw_gid).gr_name)
-    except KeyError:
-        pass
-    for group in grp.getgrall():
-        if user in group.gr_mem:
-            groups.add(group.gr_name)
-    return groups
+def access_file_content(rules):
+    return ACCESS_HEADER + ''.join('%s\n' % r for r in rules)
 
 
 def access_allows(rules, user, groups):
     """First-match evaluation of pam_access rules for ``user`` from any
     origin (only rules whose origin list contains ALL are trusted to match
-    every connection)."""
+    every connection).  True/False, or None when it cannot tell."""
     for rule in rules:
         perm, users, origins = [p.strip() for p in rule.split(':', 2)]
         words = users.split()
         if 'EXCEPT' in words:
-            return None  # too clever to evaluate here
+            return None
         hit = False
         for word in words:
             name = word.strip('()')
@@ -227,9 +261,10 @@ def access_allows(rules, user, groups):
     return True
 
 
-def check_lockout(params, group_lookup=_user_groups):
-    """Raise PlanError if a user in ``ensure_access_for`` would be denied
-    without a job by the requested admin access."""
+def check_lockout(params, facts):
+    """Static guard: refuse when a user in ``ensure_access_for`` would not
+    be let in by the bypass itself (groups read from the tree of ``root``).
+    The real-libpam guard then judges the whole stack."""
     problems = []
     for user in params.get('ensure_access_for') or []:
         mode = params['admin_access']
@@ -237,7 +272,13 @@ def check_lockout(params, group_lookup=_user_groups):
             if user not in (params.get('listfile_users') or []):
                 problems.append('%s is not in listfile_users' % user)
         elif mode == 'pam_access':
-            groups = group_lookup(user) or set()
+            groups = facts.user_groups(user)
+            if groups is None and not facts.nss and not facts.has_passwd:
+                continue    # a tree with PAM files only: the real-libpam guard judges with this machine's users
+            if groups is None:
+                problems.append('%s is not a user of %s' % (user, 'this node' if facts.nss else
+                                                            'the tree %s' % facts.root))
+                continue
             verdict = access_allows(params.get('access_rules') or [], user, groups)
             if verdict is None:
                 problems.append('cannot tell whether access_rules let %s in' % user)
@@ -267,36 +308,78 @@ def module_exists(root, module, module_dirs):
 
 
 # --------------------------------------------------------------------------
+# Generators and vendor files
+
+
+def generator_of(source, path, content):
+    """(name, message) when ``path`` is written by a tool that will undo a
+    local edit, else None."""
+    host = source.host_path(path)
+    rel_host = host[len(source.root.rstrip('/')):] if source.root not in ('', '/') else host
+    head = content[:400] if content else ''
+    if head.startswith('# Generated by authselect') or rel_host.startswith('/etc/authselect/'):
+        return ('authselect', '%s is generated by authselect: "authselect select" or "apply-changes" undoes an edit. '
+                'Run role hpc.slurm_adopt.adopt_pam (it makes the change in a custom authselect profile: '
+                '"authselect create-profile slurm-adopt -b <current profile>", edit its template, '
+                '"authselect select custom/slurm-adopt <features>")' % path)
+    if 'pam-auth-update' in (content or '') and ('# end of pam-auth-update config' in content or
+                                                 '# here are the per-package modules' in content):
+        return ('pam-auth-update', '%s is generated by pam-auth-update: "pam-auth-update --force" or a package '
+                'upgrade undoes an edit. Run "pam-auth-update --disable systemd" (role hpc.slurm_adopt.adopt_pam '
+                'installs a profile that keeps it disabled)' % path)
+    if 'autogenerated by pam-config' in head or os.path.basename(rel_host).endswith('-pc'):
+        return ('pam-config', '%s is generated by pam-config: the next pam-config run undoes an edit. Run '
+                '"pam-config --delete --systemd" (and "pam-config --delete --elogind" where used) first' % path)
+    return None
+
+
+# --------------------------------------------------------------------------
 # Editing one PAM file
 
 
-def _rebuild(pfile, disable=None, insert_after=None, insert_text=''):
-    """Text of ``pfile`` with lines disabled (dict id(line)->reason) and
-    ``insert_text`` inserted after physical line ``insert_after`` (0 = top,
-    None = no insertion)."""
-    disable = disable or {}
-    out = []
-    pending = insert_after is not None
-    if insert_after == 0:
-        out.append(insert_text)
-        pending = False
-    for line in pfile.lines:
-        out.append(_disable_line(line, disable[id(line)]) if id(line) in disable else line.raw)
-        if pending and line.end_lineno >= insert_after:
-            out.append(_insertion(out, insert_text))
-            pending = False
-    if pending:
-        out.append(_insertion(out, insert_text))
-    return ''.join(out)
+class FileEdit(object):
+    """Edits of one PAM file, against its unmarked content."""
 
+    def __init__(self, pfile, target=None):
+        self.pfile = pfile
+        self.target = target or pfile.path        # where the result is written (vendor -> /etc/pam.d copy)
+        self.replace = {}                         # id(line) -> (reason, replacement text or None)
+        self.insert_after = None                  # physical line number, 0 = top
+        self.insert_text = ''
 
-def _insertion(out, text):
-    """``text`` to append after ``out``; when the file lacks its final
-    newline, add it and tag our last line so removal can take it away."""
-    if out and not out[-1].endswith('\n'):
-        out[-1] += '\n'
-        return _tag_last_eof(text)
-    return text
+    def set(self, line, reason, text):
+        self.replace[id(line)] = (reason, text)
+
+    def render(self):
+        """(content, origin) where origin[i] is the original line number of
+        physical line i+1 of the result (None for the adopt block)."""
+        out = []
+        origin = []
+
+        def emit(text, orig):
+            if out and not out[-1].endswith('\n'):
+                out[-1] += '\n'
+                text = _tag_last_eof(text)
+            out.append(text)
+            origin.extend([orig] * len(text.splitlines(True)))
+
+        if self.insert_after == 0:
+            emit(self.insert_text, None)
+        pending = self.insert_after is not None and self.insert_after != 0
+        for line in self.pfile.lines:
+            if id(line) in self.replace:
+                reason, text = self.replace[id(line)]
+                emit(''.join('#%s:%s# %s' % (MARK, reason, phys) for phys in line.physical), line.lineno)
+                if text:
+                    emit(text + '\n', line.lineno)
+            else:
+                emit(line.raw, line.lineno)
+            if pending and line.end_lineno >= self.insert_after:
+                emit(self.insert_text, None)
+                pending = False
+        if pending:
+            emit(self.insert_text, None)
+        return ''.join(out), origin
 
 
 def _tag_last_eof(text):
@@ -308,17 +391,21 @@ def _tag_last_eof(text):
     return ''.join(lines)
 
 
-def _account_anchor(source, service_path, stack):
-    """Last physical line of the service file that contributes account rules."""
-    last = 0
-    for entry in stack.entries:
-        line = entry.chain[0] if entry.chain else entry.line
-        if line.path == service_path:
-            last = max(last, line.end_lineno)
-    if last == 0:
-        pfile = source.load(service_path)
-        last = pfile.lines[-1].end_lineno if pfile.lines else 0
-    return last
+def _rebuild(pfile, disable=None, insert_after=None, insert_text=''):
+    """Text of ``pfile`` with lines disabled (dict id(line)->reason) and
+    ``insert_text`` inserted after physical line ``insert_after``."""
+    edit = FileEdit(pfile)
+    for key, reason in (disable or {}).items():
+        edit.replace[key] = (reason, None)
+    edit.insert_after = insert_after
+    edit.insert_text = insert_text
+    return edit.render()[0]
+
+
+def _rule_text(line, control=None, keyword=None):
+    """A rule like ``line`` with another control (or include keyword)."""
+    words = [('-' if line.dash else '') + line.type, keyword or control or line.control, line.module]
+    return ' '.join(words + render_args(line.args))
 
 
 # --------------------------------------------------------------------------
@@ -329,11 +416,15 @@ class Plan(object):
     def __init__(self):
         self.new = {}          # path -> new content (None = delete)
         self.old = {}          # path -> current content (None = absent)
-        self.disabled = []     # dicts
-        self.kept = []         # terminators kept, with classification
+        self.disabled = []     # rules switched off (placeholders)
+        self.transformed = []  # rules rewritten (substack, jump)
+        self.kept = []         # rules that can end the stack before adopt and were kept
         self.added = []        # dicts (file, line text)
         self.warnings = []
         self.restored = []
+        self.generated = []    # (path, tool)
+        self.copied = []       # (vendor path, pamd path)
+        self.guard = {}        # what the real-libpam check did
 
     def changed_paths(self):
         return sorted(p for p in self.new if self.new[p] != self.old.get(p))
@@ -355,181 +446,564 @@ def load_manifest(source, state_dir):
         return json.load(handle)
 
 
+class BaseSource(FileSource):
+    """The node's PAM files as they were before this collection touched them
+    (every file read is unmarked); remembers what it read."""
+
+    def __init__(self, source, planner):
+        FileSource.__init__(self, source.root, source.pamd_dir, source.vendor_dir)
+        self.planner = planner
+
+    def read(self, path):
+        return self.planner.base(path)
+
+
+class Planner(object):
+
+    def __init__(self, params, source):
+        self.params = params
+        self.source = source
+        self.plan = Plan()
+        self.current = {}      # path -> content on the node (None: absent)
+        self.bases = {}        # path -> unmarked content
+        self.edits = {}        # pam path (as analysed) -> FileEdit
+        self.view = BaseSource(source, self)
+        self.released = []     # files given back as they were before us (a service no longer adopted)
+
+    def base(self, path):
+        if path not in self.bases:
+            current = _read_host(self.source, path)
+            self.current[path] = current
+            if current is None:
+                raise IOError('no such file: %s' % path)
+            self.bases[path] = unmark(current)
+        return self.bases[path]
+
+    def edit(self, path):
+        if path not in self.edits:
+            target = path
+            vendor = self.source.vendor_dir
+            if vendor and path.startswith(vendor.rstrip('/') + '/'):
+                target = os.path.join(self.source.pamd_dir, os.path.basename(path))
+            self.edits[path] = FileEdit(self.view.load(path), target)
+        return self.edits[path]
+
+    # -- helpers
+
+    def placeholder(self, line, reason, service, classification, why):
+        edit = self.edit(line.path)
+        if id(line) in edit.replace:
+            return
+        edit.set(line, reason, '%s # %s:placeholder' % (PLACEHOLDER % line.type, MARK))
+        self.plan.disabled.append(dict(line.to_dict(), service=service, classification=classification, reason=why))
+
+    def render(self):
+        """{target: content}, {target: origin}, {analysed path: target}."""
+        contents, origins, alias = {}, {}, {}
+        for path, edit in self.edits.items():
+            content, origin = edit.render()
+            contents[edit.target] = content
+            origins[edit.target] = origin
+            alias[path] = edit.target
+        return contents, origins, alias
+
+    def after_source(self, contents):
+        overrides = dict(self.bases)
+        overrides.update(contents)
+        return self.source.with_overrides(overrides)
+
+
 def plan_present(params, source=None):
     """Compute every file; raise PlanError if the result would be unsafe."""
     if source is None:
         source = FileSource(params['root'], params['pamd_dir'], params['vendor_dir'])
-    plan = Plan()
+    planner = Planner(params, source)
+    plan = planner.plan
     lines = desired_lines(params)
+    facts = SiteFacts(params['root'], params.get('directory_uid_min'))
     if params['admin_access'] == 'pam_access':
-        access_block(params['access_rules'])      # validates the rules
-    check_lockout(params)
+        if params['access_file'] == SHARED_ACCESS_FILE:
+            raise PlanError('access_file %s is shared by every service that uses pam_access: rules for '
+                            'pam_slurm_adopt there change who may use cron, su, login ... Use a file of its own '
+                            '(the default %s)' % (SHARED_ACCESS_FILE, DEFAULT_ACCESS_FILE))
+        check_access_rules(params['access_rules'])
+    if params['admin_access'] == 'pam_listfile':
+        for user in params['listfile_users']:
+            _check_word('listfile user', user)
+    check_lockout(params, facts)
     manifest = load_manifest(source, params['state_dir'])
+    for path, meta in manifest.get('files', {}).items():
+        if meta.get('kind', 'pam') == 'pam' and _read_host(source, path) is not None:
+            planner.base(path)
 
-    # Work on the files as they were before this collection touched them.
-    work = {}
-    before_invalid = {}
-
-    def base(path):
-        if path not in work:
-            current = _read_host(source, path)
-            plan.old[path] = current
-            work[path] = unmark(current) if current is not None else None
-            if work[path] is not None:
-                before_invalid[path] = len(PamFile(path, work[path]).invalid())
-        return work[path]
-
-    for path in manifest.get('files', {}):
-        if manifest['files'][path].get('kind', 'pam') == 'pam':
-            base(path)
+    block = ''.join(t + '\n' for t, _m, _d in lines)
     for service in params['services']:
-        for path in reachable_files(FileSource(source.root, source.pamd_dir, source.vendor_dir), service):
-            base(path)
-
-    def view():
-        return FileSource(source.root, source.pamd_dir, source.vendor_dir,
-                          overrides=dict((p, c) for p, c in work.items() if c is not None))
-
-    for service in params['services']:
-        src = view()
-        svc_path = src.service_path(service)
-        if svc_path is None:
-            raise PlanError('service %s: no PAM file (and no "other")' % service)
-        if os.path.basename(svc_path) == 'other' and service != 'other':
-            raise PlanError('service %s has no file of its own; refusing to edit "other"' % service)
-        stack = effective_stack(src, service, 'account')
-        if stack.errors:
-            raise PlanError('service %s: the current account stack is broken: %s' % (service, '; '.join(stack.errors)))
-        # 1. rules running some other pam_slurm_adopt: disable
-        disable = {}
-        for entry in stack.entries:
-            if is_adopt_rule(entry.line) and not entry.line.added_tag:
-                if not params['replace_other_adopt_rules']:
-                    raise PlanError('%s:%d already runs pam_slurm_adopt (%s); set replace_other_adopt_rules'
-                                    % (entry.line.path, entry.line.lineno, entry.line.text.strip()))
-                disable.setdefault(entry.line.path, {})[id(entry.line)] = 'other_adopt'
-                plan.disabled.append(dict(entry.to_dict(), service=service, classification='other_adopt',
-                                          reason='another pam_slurm_adopt rule'))
-        _apply_disables(src, work, disable)
-        # 2. insert our lines after the last account line of the service file
-        src = view()
-        stack = effective_stack(src, service, 'account')
-        anchor = _account_anchor(src, svc_path, stack)
-        text = ''.join(t + '\n' for t, _m, _d in lines)
-        work[svc_path] = _rebuild(src.load(svc_path), insert_after=anchor, insert_text=text)
-        plan.added.extend({'file': svc_path, 'text': t, 'service': service} for t, _m, _d in lines)
-        # 3. rules that can end the account stack before adopt
-        src = view()
-        stack = effective_stack(src, service, 'account')
-        result = analyse_account(stack, lambda ln: ln.added_tag == 'adopt')
-        disable = {}
-        for term in result['terminators']:
-            if term['classification'] == 'jump_past_adopt' and params['short_circuits'] != 'warn':
-                raise PlanError('%s:%d jumps over the pam_slurm_adopt rule (%s): %s. Disabling a jumping rule '
-                                'would change where every other user lands, so this is not fixed automatically; '
-                                'fix that file (or set short_circuits=warn to accept it)'
-                                % (term['file'], term['line'], term['reason'], term['text'].strip()))
-            if term['classification'] == 'jump_past_adopt':
-                plan.warnings.append('%s:%d jumps over the pam_slurm_adopt rule (%s)'
-                                     % (term['file'], term['line'], term['reason']))
-                plan.kept.append(dict(term, service=service))
-                continue
-            if term['classification'] != 'short_circuit':
-                plan.kept.append(dict(term, service=service))
-                continue
-            if params['short_circuits'] == 'fail':
-                raise PlanError('%s:%d can end the account stack before pam_slurm_adopt: %s'
-                                % (term['file'], term['line'], term['text'].strip()))
-            if params['short_circuits'] == 'warn':
-                plan.warnings.append('%s:%d can end the account stack before pam_slurm_adopt (%s): %s'
-                                     % (term['file'], term['line'], term['reason'], term['text'].strip()))
-                plan.kept.append(dict(term, service=service))
-                continue
-            line = _line_at(src, term['file'], term['line'])
-            disable.setdefault(term['file'], {})[id(line)] = 'short_circuit'
-            plan.disabled.append(dict(term, service=service))
-        _apply_disables(src, work, disable)
-    # 4. pam_systemd, every type, every file reachable from the services
-    #    (and from pam_systemd_services, e.g. system-auth on RHEL)
+        _plan_service(planner, service, block)
     if params['pam_systemd'] == 'disable':
         for service in list(params['services']) + list(params.get('pam_systemd_services') or []):
-            src = view()
-            if src.locate(service) is None:
-                raise PlanError('pam_systemd_services: no PAM file %r' % service)
-            for path in reachable_files(src, service):
-                base(path)
-            src = view()
-            disable = {}
-            for path in reachable_files(src, service):
-                for line in src.load(path).lines:
-                    if line.kind == 'rule' and line.module_name == 'pam_systemd.so':
-                        disable.setdefault(path, {})[id(line)] = 'pam_systemd'
-                        plan.disabled.append(dict(line.to_dict(), service=service, classification='pam_systemd',
-                                                  reason='pam_systemd moves the session out of the job cgroup'))
-            _apply_disables(src, work, disable)
+            _plan_session_modules(planner, service)
 
-    _validate(params, view(), work, before_invalid, lines, plan)
+    contents, origins, alias = planner.render()
+    contents, origins = _repair_jumps(planner, contents, origins, alias)
+    after = planner.after_source(contents)
+    _validate(planner, after, contents, origins, alias, lines)
 
-    for path, content in work.items():
+    # the computed PAM files (what is there already, up to blanks at line ends,
+    # stays as it is: authselect writes our placeholders from role adopt_pam's
+    # custom profile with its own spacing)
+    for path, content in contents.items():
+        plan.old[path] = _read_host(source, path)
         plan.new[path] = content
-        if content != plan.old.get(path) and plan.old.get(path):
-            _warn_generated(path, plan.old[path], plan)
+        if plan.old[path] is not None and _same_but_blanks(plan.old[path], content):
+            plan.new[path] = plan.old[path]
+    for vendor_path, edit in planner.edits.items():
+        if edit.target != vendor_path:
+            plan.copied.append((vendor_path, edit.target))
+            plan.warnings.append('%s is a vendor file: edited as a copy in %s, which now hides the vendor file '
+                                 '(package updates of it no longer take effect; compare after updates)'
+                                 % (vendor_path, edit.target))
+    # files edited by an earlier run that need nothing now: back to the base
+    for path in planner.bases:
+        if path not in plan.new and planner.current.get(path) != planner.bases[path]:
+            plan.old[path] = planner.current[path]
+            plan.new[path] = planner.bases[path]
+            planner.released.append(os.path.basename(path))
+    _check_generated(planner)
     _plan_admin_files(params, source, plan, manifest)
+    _check_fail_open_static(planner, after)
+    _run_guard(planner, after, facts)
     return plan
 
 
-def _warn_generated(path, old, plan):
-    if old.startswith('# Generated by authselect'):
-        plan.warnings.append('%s is generated by authselect: this edit is lost at the next "authselect select" or '
-                             '"apply-changes"; use a custom authselect profile (role adopt_pam does)' % path)
-    elif '# end of pam-auth-update config' in old:
-        plan.warnings.append('%s is managed by pam-auth-update: with this local edit pam-auth-update stops updating '
-                             'it, and "pam-auth-update --force" undoes it; role adopt_pam uses a pam-auth-update '
-                             'profile instead' % path)
+def _same_but_blanks(a, b):
+    return [ln.rstrip(' \t') for ln in a.split('\n')] == [ln.rstrip(' \t') for ln in b.split('\n')]
 
 
-def _line_at(src, path, lineno):
-    for line in src.load(path).lines:
-        if line.lineno == lineno:
-            return line
-    raise PlanError('internal error: no line %d in %s' % (lineno, path))
+def _subtree_ranges(stack, svc_path):
+    """{id(include line of the service file): [start, end)} of the entries
+    each include/@include of the service file brings into the stack."""
+    ranges = {}
+    for idx, entry in enumerate(stack.entries):
+        if entry.chain and entry.chain[0].path == svc_path:
+            head = entry.chain[0]
+            if head.kind == 'atinclude' or head.keyword == 'include':
+                start, end = ranges.get(id(head), (idx, idx + 1))
+                ranges[id(head)] = (min(start, idx), max(end, idx + 1))
+    return ranges
 
 
-def _apply_disables(src, work, disable):
-    for path, ids in disable.items():
-        work[path] = _rebuild(src.load(path), disable=ids)
+def _plan_service(planner, service, block):
+    params, plan, src = planner.params, planner.plan, planner.view
+    svc_path = src.service_path(service)
+    if svc_path is None:
+        raise PlanError('service %s: no PAM file (and no "other")' % service)
+    if os.path.basename(svc_path) == 'other' and service != 'other':
+        raise PlanError('service %s has no file of its own; refusing to edit "other"' % service)
+    stack = effective_stack(src, service, 'account')
+    if stack.errors:
+        raise PlanError('service %s: the current account stack is broken, fix it first: %s'
+                        % (service, '; '.join(stack.errors)))
+    if stack.ambiguous:
+        raise PlanError('service %s: %s continues a line across a blank or comment line, which Linux-PAM 1.5 and '
+                        '1.6+ read differently; join the line or remove the blank/comment line first'
+                        % (service, ', '.join('%s:%d' % (ln.path, ln.lineno) for ln in stack.ambiguous)))
+    svc_file = src.load(svc_path)
+    edit = planner.edit(svc_path)
 
+    # 1. other pam_slurm_adopt rules: placeholders
+    for entry in stack.entries:
+        if entry.kind == 'rule' and is_adopt_rule(entry.line):
+            if not params['replace_other_adopt_rules']:
+                raise PlanError('%s:%d already runs pam_slurm_adopt (%s); set replace_other_adopt_rules'
+                                % (entry.line.path, entry.line.lineno, entry.line.text.strip()))
+            planner.placeholder(entry.line, 'other_adopt', service, 'other_adopt',
+                                'another pam_slurm_adopt rule (replaced by a neutral placeholder)')
 
-def _validate(params, src, work, before_invalid, lines, plan):
-    """Re-parse the computed files and refuse anything unsafe."""
-    for path, content in work.items():
-        if content is None:
+    acting = (params.get('options') or {}).get('service', 'sshd')
+    if acting not in ('*', service):
+        plan.warnings.append(
+            'service %s: the adopt module acts only for service=%s (option service) and answers PAM_IGNORE (pam_exec: '
+            'success) in %s, so nobody is adopted there%s; set options.service=* to adopt in every listed service'
+            % (service, acting, service, ' and only the administrators get in' if params['admin_access'] ==
+               'pam_access' else ''))
+
+    # 2. what ends the stack early, in the service file and in what it includes
+    top = stack.top_level()
+    ranges = _subtree_ranges(stack, svc_path)
+    own_rewrites = []      # (entry index, line, classification, reason)
+    for idx in top:
+        entry = stack.entries[idx]
+        if entry.kind != 'rule' or entry.chain or is_adopt_rule(entry.line):
             continue
+        found = classify_terminator(entry.line, None, idx, top, stack)
+        if not found:
+            continue
+        cls, reason = found
+        info = dict(entry.to_dict(), service=service, classification=cls, reason=reason)
+        if cls in ('short_circuit', 'expired_password') and any('done' in r for r in reason.split(', ')):
+            own_rewrites.append((idx, entry.line, cls, reason))
+        elif cls in ('system_users', 'admin_bypass'):
+            plan.kept.append(info)
+        elif 'past the end' in reason:
+            raise PlanError('%s:%d: %s: the stack already fails there; fix that line first'
+                            % (entry.line.path, entry.line.lineno, reason))
+    first_rewrite = min([r[0] for r in own_rewrites]) if own_rewrites else None
+    convert = []
+    for line in svc_file.lines:
+        if id(line) not in ranges:
+            continue
+        start, end = ranges[id(line)]
+        enders = []
+        for idx in range(start, end):
+            entry = stack.entries[idx]
+            if entry.substack_depth != 0 or entry.kind != 'rule' or is_adopt_rule(entry.line):
+                continue
+            if any(entry.actions[v] == 'done' for v in RETURN_VALUES):
+                found = classify_terminator(entry.line, None, idx, top, stack)
+                enders.append(dict(entry.to_dict(), service=service,
+                                   classification=found[0] if found else 'short_circuit',
+                                   reason=found[1] if found else 'done'))
+        if enders or (first_rewrite is not None and start > first_rewrite):
+            convert.append((line, start, end, enders))
+    if params['short_circuits'] == 'warn':
+        for line, _s, _e, enders in convert:
+            for term in enders:
+                plan.kept.append(term)
+                plan.warnings.append('%s:%d can end the account stack before pam_slurm_adopt (%s): %s'
+                                     % (term['file'], term['line'], term['reason'], term['text']))
+        for _idx, line, cls, reason in own_rewrites:
+            plan.kept.append(dict(line.to_dict(), service=service, classification=cls, reason=reason))
+            plan.warnings.append('%s:%d can end the account stack before pam_slurm_adopt (%s): %s'
+                                 % (line.path, line.lineno, reason, line.text.strip()))
+        convert, own_rewrites = [], []
+    if params['short_circuits'] == 'fail' and (convert or own_rewrites):
+        what = ['%s:%d %s' % (line.path, line.lineno, line.text.strip()) for _i, line, _c, _r in own_rewrites]
+        for line, _s, _e, enders in convert:
+            what.extend('%s:%d %s (through %s:%d)' % (t['file'], t['line'], t['text'], line.path, line.lineno)
+                        for t in enders)
+        raise PlanError('service %s: rules can end the account stack before pam_slurm_adopt: %s '
+                        '(short_circuits=fail)' % (service, '; '.join(what)))
+
+    # 3. includes -> substacks
+    for line, start, end, enders in convert:
+        _convert_include(planner, stack, service, line, start, end, enders)
+
+    # 4. the adopt block after the last account line of the service file
+    last = 0
+    for entry in stack.entries:
+        head = entry.chain[0] if entry.chain else entry.line
+        if head.path == svc_path:
+            last = max(last, head.end_lineno)
+    if last == 0:
+        last = svc_file.lines[-1].end_lineno if svc_file.lines else 0
+    edit.insert_after = last
+    edit.insert_text = block
+    plan.added.extend({'file': edit.target, 'text': t, 'service': service} for t in block.splitlines())
+
+    # 5. "done" of the service file's own short-circuits -> jump to the block
+    for idx, line, cls, reason in own_rewrites:
+        # a provisional count keeps the rule in place; _repair_jumps sets the real one
+        table = dict((v, 1 if a == 'done' else a) for v, a in line.actions.items())
+        edit.set(line, 'jump', '%s # %s:jump' % (_rule_text(line, render_control(table)), MARK))
+        plan.transformed.append(dict(line.to_dict(), service=service, classification=cls, reason=reason,
+                                     transformation='jump'))
+
+
+def _convert_include(planner, stack, service, line, start, end, enders):
+    """``account include F`` / ``@include F`` of the service file ->
+    ``account substack F`` (other types of @include kept)."""
+    src = planner.view
+    name = line.module
+    # a jump inside F that lands beyond F's end would fail the stack under
+    # substack ("bad jump"), where under include it lands in the service file
+    for idx in range(start, end):
+        entry = stack.entries[idx]
+        if entry.kind != 'rule' or entry.substack_depth != 0:
+            continue
+        for value in RETURN_VALUES:
+            act = entry.actions[value]
+            if isinstance(act, int):
+                target = stack.next_after(idx, act)
+                if target is None or target > end:
+                    raise PlanError(
+                        '%s:%d "%s" jumps (%s=%d) beyond the end of %s, into the rules of %s. '
+                        'To let pam_slurm_adopt see every user, %s:%d must become "account substack %s", and a '
+                        'substack cannot be left by a jump. Change that jump so it stays inside %s (or end the '
+                        'file with the rule it jumps to), or set short_circuits=warn to keep the include'
+                        % (entry.line.path, entry.line.lineno, entry.line.text.strip(), value, act, name,
+                           line.path, line.path, line.lineno, name, name))
+    # a jump from before F must not land inside F
+    for idx in range(0, start):
+        entry = stack.entries[idx]
+        if entry.kind != 'rule' or entry.substack_depth != 0:
+            continue
+        for value in RETURN_VALUES:
+            act = entry.actions[value]
+            if isinstance(act, int):
+                target = stack.next_after(idx, act)
+                if target is not None and start < target < end:
+                    raise PlanError(
+                        '%s:%d "%s" jumps (%s=%d) into the middle of %s; %s:%d cannot become a substack. '
+                        'Change that jump or set short_circuits=warn'
+                        % (entry.line.path, entry.line.lineno, entry.line.text.strip(), value, act, name,
+                           line.path, line.lineno))
+                if target is not None and target >= end and entry.line.path != line.path:
+                    raise PlanError(
+                        '%s:%d "%s" jumps over %s from another file; converting %s:%d into a substack would '
+                        'change where it lands. Change that jump or set short_circuits=warn'
+                        % (entry.line.path, entry.line.lineno, entry.line.text.strip(), name,
+                           line.path, line.lineno))
+    target = src.locate(name)
+    types = set()
+    if line.kind == 'atinclude':
+        pfile = src.load(target)
+        if any(ln.kind == 'atinclude' for ln in pfile.lines):
+            raise PlanError('%s:%d @include %s: %s itself uses @include, which cannot be turned into a substack '
+                            'safely; write "account substack %s" and "<type> include %s" lines yourself, or set '
+                            'short_circuits=warn' % (line.path, line.lineno, name, name, name, name))
+        types = set(ln.type for ln in pfile.lines if ln.kind in ('rule', 'invalid') and ln.type) - set(['account'])
+    text = 'account substack %s' % name
+    extra = ''.join('\n%s include %s # %s:substack' % (t, name, MARK) for t in sorted(types))
+    planner.edit(line.path).set(line, 'substack', '%s # %s:substack%s' % (text, MARK, extra))
+    reasons = ', '.join('%s:%d (%s)' % (t['file'], t['line'], t['reason']) for t in enders) or \
+        'a rule of the service file jumps over it to the adopt rule'
+    planner.plan.transformed.append(dict(line.to_dict(), service=service, classification='include',
+                                         reason='can end the stack before pam_slurm_adopt: %s' % reasons,
+                                         transformation='substack'))
+
+
+def _plan_session_modules(planner, service):
+    src = planner.view
+    if src.locate(service) is None:
+        raise PlanError('pam_systemd_services: no PAM file %r' % service)
+    for path in reachable_files(src, service):
+        for line in src.load(path).lines:
+            if line.kind == 'rule' and line.module_name in SESSION_MODULES and \
+                    line.keyword not in ('include', 'substack'):
+                name = line.module_name[:-3]
+                planner.placeholder(line, name, service, 'pam_systemd',
+                                    '%s moves the session out of the job cgroup (replaced by a neutral placeholder)'
+                                    % name)
+
+
+def _origin_key(alias, origins, path, lineno):
+    """Identity of a line across the edit: (analysed path, original line)."""
+    back = dict((v, k) for k, v in alias.items())
+    if path in origins:
+        orig = origins[path][lineno - 1] if lineno - 1 < len(origins[path]) else None
+        return (back.get(path, path), orig if orig is not None else ('block', lineno))
+    return (back.get(path, path), lineno)
+
+
+def _landings(stack, keyof):
+    """{(rule key, value): landing key} for every jump of the stack;
+    landing key: a rule key, 'END' or 'BAD'."""
+    out = {}
+    for idx, entry in enumerate(stack.entries):
+        if entry.kind != 'rule':
+            continue
+        for value in RETURN_VALUES:
+            act = entry.actions[value]
+            if isinstance(act, int):
+                target = stack.next_after(idx, act)
+                if target is None:
+                    land = 'BAD'
+                elif target >= len(stack.entries):
+                    land = 'END'
+                else:
+                    land = keyof(stack.entries[target])
+                out[(keyof(entry), value)] = land
+    return out
+
+
+def _repair_jumps(planner, contents, origins, alias):
+    """Fill in the jump counts of rewritten short-circuits (to the adopt
+    block) and fix the count of every jump of a service file whose landing
+    moved because an include became a substack.  Returns the re-rendered
+    contents and origins."""
+    params = planner.params
+    for _round in range(3):
+        after = planner.after_source(contents)
+        changed = False
+        for service in params['services']:
+            svc_before = planner.view.service_path(service)
+            svc_target = alias.get(svc_before, svc_before)
+            before = effective_stack(planner.view, service, 'account')
+            now = effective_stack(after, service, 'account')
+
+            def key_before(entry):
+                return (entry.line.path, entry.line.lineno)
+
+            def key_after(entry):
+                return _origin_key(alias, origins, entry.line.path, entry.line.lineno)
+
+            wanted = _landings(before, key_before)
+            index_now = dict((key_after(e), i) for i, e in enumerate(now.entries) if e.kind == 'rule')
+            block = [i for i, e in enumerate(now.entries) if e.line.path == svc_target and e.line.added_tag in
+                     ('adopt', 'admin_access') and e.substack_depth == 0]
+            if not block:
+                raise PlanError('internal error: the adopt block is not in the computed stack of %s' % service)
+            block_start = block[0]
+            edit = planner.edits[svc_before]
+            for line in edit.pfile.lines:
+                if id(line) not in edit.replace:
+                    continue
+                reason, text = edit.replace[id(line)]
+                if reason != 'jump':
+                    continue
+                idx = index_now.get((svc_before, line.lineno))
+                if idx is None:
+                    raise PlanError('internal error: %s:%d is not in the computed stack' % (line.path, line.lineno))
+                count = _count_to(now, idx, block_start)
+                if count is None:
+                    raise PlanError('%s:%d "%s" ends the account stack before pam_slurm_adopt, and rules of another '
+                                    'file lie between it and the adopt rule, so a jump to the adopt rule would not '
+                                    'have a stable length. Move the rule, or set short_circuits=warn'
+                                    % (line.path, line.lineno, line.text.strip()))
+                table = dict(line.actions)
+                for value in RETURN_VALUES:
+                    if table[value] == 'done':
+                        table[value] = count or 'ignore'
+                    elif isinstance(table[value], int):
+                        table[value] = _fixed_count(before, now, key_before, key_after, line, value, wanted, block_start)
+                new = '%s # %s:jump' % (_rule_text(line, render_control(table)), MARK)
+                if new != text:
+                    edit.replace[id(line)] = ('jump', new)
+                    changed = True
+            # jumps of the service file whose landing moved (includes -> substacks,
+            # the adopt block at the end)
+            for idx, entry in enumerate(now.entries):
+                if entry.kind != 'rule' or entry.line.path != svc_target or entry.line.added_tag:
+                    continue
+                k = key_after(entry)
+                for value in RETURN_VALUES:
+                    if (k, value) not in wanted or wanted[(k, value)] == 'BAD':
+                        continue
+                    want = wanted[(k, value)]
+                    if want == 'END':
+                        want_idx = block_start
+                    else:
+                        found = [i for i, e in enumerate(now.entries) if key_after(e) == want]
+                        want_idx = now.normalise(found[0]) if found else None
+                    if now.next_after(idx, entry.actions[value]) == want_idx:
+                        continue
+                    orig = [ln for ln in edit.pfile.lines if ln.lineno == k[1]][0]
+                    if id(orig) in edit.replace and edit.replace[id(orig)][0] != 'jump':
+                        raise PlanError('internal error: %s:%d is both replaced and jumping'
+                                        % (orig.path, orig.lineno))
+                    table = dict(orig.actions)
+                    for val in RETURN_VALUES:
+                        if isinstance(table[val], int):
+                            table[val] = _fixed_count(before, now, key_before, key_after, orig, val, wanted,
+                                                      block_start)
+                    edit.replace[id(orig)] = ('jump', '%s # %s:jump' % (_rule_text(orig, render_control(table)),
+                                                                        MARK))
+                    planner.plan.transformed.append(dict(orig.to_dict(), service=service, classification='jump',
+                                                         reason='keeps its target after an include became a '
+                                                                'substack', transformation='jump_count'))
+                    changed = True
+                    break
+        if not changed:
+            return contents, origins
+        contents, origins, alias = planner.render()
+    raise PlanError('internal error: jump counts do not settle')
+
+
+def _count_to(stack, idx, target):
+    """The jump count from entry ``idx`` that lands on ``target``, counting
+    only rules of the same file at the same level (stable), or None."""
+    level = stack.entries[idx].substack_depth
+    path = stack.entries[idx].line.path
+    if stack.normalise(idx + 1) == target:
+        return 0            # the next rule: "ignore" (a jump and ignore both leave the result as it is)
+    for count in range(1, len(stack.entries) + 1):
+        land = stack.next_after(idx, count)
+        if land is None:
+            return None
+        if land == target:
+            # every unit skipped must be of the same file (a substack counts once)
+            for j in range(idx + 1, target):
+                e = stack.entries[j]
+                if e.substack_depth == level and e.line.path != path:
+                    return None
+            return count
+        if land > target:
+            return None
+    return None
+
+
+def _fixed_count(before, now, key_before, key_after, line, value, wanted, block_start):
+    """New count for jump ``value`` of ``line`` so that it lands where it
+    did before the edit (the end of the stack becomes the adopt block)."""
+    land = wanted.get(((line.path, line.lineno), value))
+    idx = [i for i, e in enumerate(now.entries) if e.kind == 'rule' and key_after(e) == (line.path, line.lineno)]
+    if not idx:
+        raise PlanError('internal error: %s:%d not found after the edit' % (line.path, line.lineno))
+    idx = idx[0]
+    if land == 'END':
+        target = block_start
+    elif land == 'BAD' or land is None:
+        return line.actions[value]
+    else:
+        found = [i for i, e in enumerate(now.entries) if key_after(e) == land]
+        if not found:
+            raise PlanError('internal error: landing %r of %s:%d not found' % (land, line.path, line.lineno))
+        target = now.normalise(found[0])
+    if now.normalise(idx + 1) == target:
+        return 'ignore'
+    for count in range(1, len(now.entries) + 1):
+        got = now.next_after(idx, count)
+        if got == target:
+            return count
+        if got is None or got > target:
+            break
+    raise PlanError('%s:%d "%s": no jump count lands on the rule it reached before the edit; change it by hand'
+                    % (line.path, line.lineno, line.text.strip()))
+
+
+def _validate(planner, after, contents, origins, alias, lines):
+    """Re-parse the computed files and refuse anything unsafe."""
+    params, plan = planner.params, planner.plan
+    back = dict((v, k) for k, v in alias.items())
+    for path, content in contents.items():
         pfile = PamFile(path, content)
-        if len(pfile.invalid()) > before_invalid.get(path, 0):
+        base = planner.bases.get(back.get(path, path))
+        before_invalid = len(PamFile(path, base).invalid()) if base is not None else 0
+        if len(pfile.invalid()) > before_invalid:
             raise PlanError('internal error: the edit would make %s unparsable: %s'
-                            % (path, '; '.join(ln.error for ln in pfile.invalid())))
-        if unmark(content) != unmark(plan.old.get(path) or '') and plan.old.get(path) is not None:
+                            % (path, '; '.join((ln.error or ln.control_error) for ln in pfile.invalid())))
+        if base is not None and unmark(content) != base:
             raise PlanError('internal error: edit of %s is not reversible' % path)
     for service in params['services']:
-        stack = effective_stack(src, service, 'account')
+        stack = effective_stack(after, service, 'account')
         if stack.errors:
             raise PlanError('service %s: computed account stack is broken: %s' % (service, '; '.join(stack.errors)))
         result = analyse_account(stack, lambda ln: ln.added_tag == 'adopt')
         if result['adopt_index'] is None:
             raise PlanError('service %s: the adopt rule is not in the computed account stack' % service)
-        after = [e.line for e in result['after_adopt']]
-        if any(ln.added_tag != 'admin_access' for ln in after):
+        after_adopt = [e.line for e in result['after_adopt']]
+        if any(ln.added_tag != 'admin_access' for ln in after_adopt):
             raise PlanError('service %s: the adopt rule would not be last in the account stack (followed by %s)'
-                            % (service, ', '.join('%s:%d' % (ln.path, ln.lineno) for ln in after)))
-        if params['short_circuits'] == 'disable':
-            left = [t for t in result['terminators'] if t['classification'] in ('short_circuit', 'jump_past_adopt')]
+                            % (service, ', '.join('%s:%d' % (ln.path, ln.lineno) for ln in after_adopt)))
+        if params['short_circuits'] != 'warn':
+            left = [t for t in result['terminators']
+                    if t['classification'] in ('short_circuit', 'jump_past_adopt', 'expired_password')]
             if left:
                 raise PlanError('service %s: rules still end the stack before adopt: %s'
-                                % (service, ', '.join('%s:%d' % (t['file'], t['line']) for t in left)))
+                                % (service, ', '.join('%s:%d (%s)' % (t['file'], t['line'], t['reason'])
+                                                      for t in left)))
+    _check_jumps_kept(planner, after, origins, alias)
     missing = []
     for _text, module, dash in lines:
-        if not dash and not module_exists(params['root'], module, params['module_dirs']):
+        if not module_exists(params['root'], module, params['module_dirs']):
+            if dash and params['control'] == 'sufficient':
+                # libpam: a missing "-" module answers PAM_MODULE_UNKNOWN, which
+                # "sufficient" ignores: nobody is adopted, pam_access decides
+                plan.warnings.append(
+                    '%s is missing on the node: with "-account sufficient" Linux-PAM skips the adopt rule '
+                    '(PAM_MODULE_UNKNOWN is ignored), so until it is installed nobody is adopted and users with a '
+                    'job are refused by pam_access like everyone else without admin access' % module)
+                continue
             missing.append(module)
     if params['interface'] == 'pam_exec' and not module_exists(params['root'], params['python'], None):
         missing.append(params['python'])
@@ -537,13 +1011,182 @@ def _validate(params, src, work, before_invalid, lines, plan):
         missing.append(params['script'])
     if missing:
         msg = ('refusing to write PAM rules whose module/program is missing on the node: %s '
-               '(install it first, e.g. with role hpc.slurm_adopt.adopt_module)' % ', '.join(missing))
+               '(install it first, e.g. with role hpc.slurm_adopt.adopt_module; "-account" does not help: '
+               'Linux-PAM then answers PAM_MODULE_UNKNOWN, which fails a required rule)' % ', '.join(missing))
         if params.get('check_mode'):
             plan.warnings.append(msg + ' [check mode: would fail]')
         elif params['require_modules']:
             raise PlanError(msg)
         else:
             plan.warnings.append(msg)
+
+
+def _check_jumps_kept(planner, after, origins, alias):
+    """No jump of the services' stacks (any type) lands elsewhere than
+    before the edit; only a jump to the end of a service's account stack
+    now lands on the adopt block."""
+    params = planner.params
+    services = list(params['services']) + list(params.get('pam_systemd_services') or [])
+    for service in services:
+        for ptype in ('account', 'auth', 'password', 'session'):
+            before = effective_stack(planner.view, service, ptype)
+            now = effective_stack(after, service, ptype)
+
+            def key_before(entry):
+                return (entry.line.path, entry.line.lineno)
+
+            def key_after(entry):
+                return _origin_key(alias, origins, entry.line.path, entry.line.lineno)
+
+            old = _landings(before, key_before)
+            new = _landings(now, key_after)
+            for (rule, value), land in sorted(old.items(), key=repr):
+                got = new.get((rule, value))
+                if got is None:
+                    continue    # the rule's own "done"/jump was rewritten on purpose
+                if got == land:
+                    continue
+                if ptype == 'account' and service in params['services'] and land == 'END' and \
+                        got == _block_key(now, key_after):
+                    continue
+                raise PlanError('%s:%s (%s stack of %s): the jump of %s would land on %s instead of %s '
+                                'after the edit; refusing (nothing was written). Please report this tree: the '
+                                'editor should have kept that target' % (rule[0], rule[1], ptype, service, value,
+                                                                         _landing_text(got), _landing_text(land)))
+
+
+def _landing_text(key):
+    if key == 'END':
+        return 'the end of the stack'
+    if key == 'BAD':
+        return 'nothing (a jump past the end: the stack fails)'
+    if isinstance(key, tuple) and isinstance(key[1], tuple):
+        return 'the adopt block in %s' % key[0]
+    if isinstance(key, tuple):
+        return '%s:%s' % key
+    return str(key)
+
+
+def _block_key(stack, keyof):
+    for entry in stack.entries:
+        if entry.substack_depth == 0 and entry.line.added_tag in ('adopt', 'admin_access'):
+            return keyof(entry)
+    return None
+
+
+def _check_generated(planner):
+    params, plan = planner.params, planner.plan
+    for path, edit in planner.edits.items():
+        if edit.target != path:
+            continue      # a vendor file copied to the configuration directory
+        if plan.new.get(path) == plan.old.get(path):
+            continue      # already so (authselect's custom profile made by role adopt_pam writes our marks)
+        content = planner.current.get(path)
+        tool = generator_of(planner.source, path, content)
+        if not tool:
+            continue
+        plan.generated.append((path, tool[0]))
+        if params.get('generated_files', 'refuse') == 'edit':
+            plan.warnings.append(tool[1] + ' [generated_files=edit: edited anyway]')
+        else:
+            raise PlanError(tool[1] + '; or set generated_files=edit to edit it anyway')
+
+
+def _check_fail_open_static(planner, after):
+    """Kept bypass rules that fail open in a way the probe cannot show:
+    pam_listfile onerr=succeed (everyone in when the list is missing)."""
+    params, plan = planner.params, planner.plan
+    for service in params['services']:
+        stack = effective_stack(after, service, 'account')
+        result = analyse_account(stack, lambda ln: ln.added_tag == 'adopt')
+        for term in result['terminators']:
+            line = [e.line for e in stack.entries if e.line.path == term['file'] and e.line.lineno == term['line']][0]
+            if line.module_name == 'pam_listfile.so' and 'onerr=succeed' in line.args:
+                msg = ('%s:%d "%s" lets everybody in when its list cannot be read (onerr=succeed), before '
+                       'pam_slurm_adopt: a missing or unmounted list opens the node to every user. Use onerr=fail'
+                       % (term['file'], term['line'], term['text']))
+                if params['short_circuits'] == 'warn':
+                    plan.warnings.append(msg)
+                else:
+                    raise PlanError(msg)
+
+
+def _run_guard(planner, after, facts):
+    params, plan = planner.params, planner.plan
+    if params.get('lockout_guard', 'libpam') != 'libpam':
+        plan.guard = {'mode': 'static'}
+        plan.warnings.append('lockout_guard=static: the computed stacks were not run through the real libpam; only '
+                             'the access rules themselves were checked')
+        return
+    changed = plan.changed_paths()
+    if not changed:
+        plan.guard = {'mode': 'libpam', 'skipped': 'nothing changes'}
+        return
+    why = evaluator_ready()
+    if why:
+        raise PlanError('the lockout guard cannot run: %s. Run as root, or set lockout_guard=static to accept '
+                        'the result without the real-libpam check' % why)
+    before_contents = dict((p, plan.old.get(p)) for p in changed)
+    after_contents = dict((p, plan.new.get(p)) for p in changed)
+    before_src = planner.source
+    try:
+        result = lockout_guard(params['root'], before_contents, after_contents, before_src, after,
+                               list(params['services']), list(params.get('ensure_access_for') or []), facts,
+                               params['pamd_dir'], params['vendor_dir'], released=planner.released)
+    except GuardError as exc:
+        raise PlanError('the lockout guard could not run the real libpam: %s. Set lockout_guard=static to '
+                        'accept the result without it' % exc)
+    plan.guard = {'mode': 'libpam', 'checked': ['%s %s' % c for c in result['checked']],
+                  'probe': result['probe'], 'problems': result['problems'], 'let_in': result['let_in']}
+    plan.warnings.extend(result['notes'])
+    if result['problems']:
+        raise PlanError('lockout guard (real libpam, %s): %s' % (
+            'before and after the edit', '; '.join(result['problems'])))
+    if result['let_in']:
+        msg = ('the computed stack lets an ordinary user without a job in (real libpam, probe user %s, uid %d, '
+               'no admin group; %s) through: %s. %s' % (
+                   PROBE_USER, result['probe']['uid'], result['probe']['why'], ', '.join(result['let_in']),
+                   _let_in_hint(planner, after, facts, result)))
+        if params['short_circuits'] == 'warn':
+            plan.warnings.append(msg)
+        else:
+            raise PlanError(msg)
+
+
+def _let_in_hint(planner, after, facts, result):
+    """Which kept rule lets the probe in (static reading of the kept rules)."""
+    uid = result['probe']['uid']
+    hints = []
+    for term in planner.plan.kept:
+        text = term.get('text', '')
+        words = text.split()
+        module = [w for w in words if w.endswith('.so')]
+        mod = module[0].rsplit('/', 1)[-1] if module else ''
+        args = words[words.index(module[0]) + 1:] if module else []
+        if mod == 'pam_succeed_if.so':
+            limit = succeed_if_uid_limit(args)
+            if limit is not None and limit > uid:
+                hints.append('%s:%d "%s" matches uid %d: ordinary users start at %d here (%s); lower the limit to '
+                             '%d or set directory_uid_min if your users start elsewhere'
+                             % (term['file'], term['line'], text, uid, uid, result['probe']['why'], uid))
+                continue
+        if mod == 'pam_usertype.so':
+            hints.append('%s:%d "%s" treats uids up to SYS_UID_MAX (%d) as system users, and ordinary users start '
+                         'at %d' % (term['file'], term['line'], text, facts.sys_uid_max, uid))
+            continue
+        if mod in ('pam_access.so', 'pam_listfile.so'):
+            hints.append('%s:%d "%s" is kept as an admin bypass: check that its list or rules do not admit every '
+                         'user (sense=deny, a missing list with onerr=succeed, no final deny rule)'
+                         % (term['file'], term['line'], text))
+            continue
+        hints.append('%s:%d "%s" ends the stack before pam_slurm_adopt' % (term['file'], term['line'], text))
+    if not hints:
+        hints.append('check the options of the adopt rule (action_no_jobs, service) and the access rules')
+    return 'Fix: ' + '; '.join(hints)
+
+
+# --------------------------------------------------------------------------
+# Admin files
 
 
 def _plan_admin_files(params, source, plan, manifest):
@@ -554,11 +1197,12 @@ def _plan_admin_files(params, source, plan, manifest):
     managed_list = [p for p, m in files.items() if m.get('kind') == 'listfile']
     if params['admin_access'] == 'pam_access':
         current = _read_host(source, access)
+        if current is not None and access not in files and not current.startswith(ACCESS_HEADER.split('\n', 1)[0]):
+            raise PlanError('access_file %s exists and was not written by hpc.slurm_adopt; pam_adopt owns that file '
+                            'entirely. Choose another path, or remove the file' % access)
         plan.old[access] = current
-        plan.new[access] = with_access_block(current, params['access_rules'])
+        plan.new[access] = access_file_content(params['access_rules'])
     if params['admin_access'] == 'pam_listfile':
-        for user in params['listfile_users']:
-            _check_word('listfile user', user)
         plan.old[listfile] = _read_host(source, listfile)
         plan.new[listfile] = ''.join('%s\n' % u for u in params['listfile_users'])
     # files managed before under another mode/path: put them back
@@ -567,10 +1211,18 @@ def _plan_admin_files(params, source, plan, manifest):
             continue
         plan.old[path] = _read_host(source, path)
         plan.new[path] = _restore_content(source, params['state_dir'], path, files[path], plan)
+    # the marked block that versions before 0.2 appended to the shared access.conf
+    if SHARED_ACCESS_FILE not in plan.new:
+        current = _read_host(source, SHARED_ACCESS_FILE)
+        if has_marks(current):
+            plan.old[SHARED_ACCESS_FILE] = current
+            plan.new[SHARED_ACCESS_FILE] = unmark(current)
+            plan.warnings.append('%s: removed the block an earlier version of pam_adopt appended (the admin rules '
+                                 'now live in %s)' % (SHARED_ACCESS_FILE, access))
 
 
 def file_kind(params, path):
-    if path == params['access_file']:
+    if path == params['access_file'] or path == SHARED_ACCESS_FILE:
         return 'access'
     if path == params['listfile_path']:
         return 'listfile'
@@ -594,7 +1246,8 @@ def _restore_content(source, state_dir, path, meta, plan):
         if orig is not None and sha256(orig) == meta.get('original_sha256'):
             plan.restored.append(path)
             return orig
-        plan.warnings.append('%s: stored original is missing or corrupt; removing our lines instead' % path)
+        plan.warnings.append('%s: stored original is missing or corrupt (checksum mismatch); removing our lines '
+                             'instead' % path)
     elif current is not None:
         plan.warnings.append('%s changed since it was written by hpc.slurm_adopt; removing only our '
                              'marked lines instead of restoring the original' % path)
@@ -602,6 +1255,8 @@ def _restore_content(source, state_dir, path, meta, plan):
         return None
     if meta.get('kind') == 'listfile':
         return current
+    if meta.get('kind') == 'access' and meta.get('original_absent') and current.startswith(ACCESS_HEADER[:40]):
+        return None
     return unmark(current)
 
 
@@ -618,7 +1273,7 @@ def plan_absent(params, source=None):
     for service in params['services']:
         if source.service_path(service) is None:
             continue
-        for path in reachable_files(source, service) + [params['access_file']]:
+        for path in reachable_files(source, service) + [SHARED_ACCESS_FILE]:
             if path in plan.new:
                 continue
             current = _read_host(source, path)
@@ -690,7 +1345,8 @@ def _fsync_dir(directory):
 def commit(params, plan, state, writer=atomic_write):
     """Write the plan.  ``state`` is 'present' or 'absent'.  Returns the list
     of written paths.  On failure every file already written is put back
-    and the exception re-raised."""
+    (a file that did not exist is removed again) and the exception
+    re-raised."""
     root = params['root']
     state_dir = params['state_dir']
     source = FileSource(root, params['pamd_dir'], params['vendor_dir'])
@@ -734,7 +1390,10 @@ def commit(params, plan, state, writer=atomic_write):
         for path in plan.new:
             if path in files:
                 new = plan.new[path]
-                if file_kind(params, path) == 'pam' and new == _stored_original(root, state_dir, path, files[path]):
+                if new is not None and new == _stored_original(root, state_dir, path, files[path]):
+                    _drop(root, state_dir, path, files)
+                    continue
+                if new is None and files[path].get('original_absent'):
                     _drop(root, state_dir, path, files)
                     continue
                 files[path]['written_sha256'] = sha256(new)

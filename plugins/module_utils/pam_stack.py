@@ -3,30 +3,59 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Linux-PAM configuration parser, include/substack resolver and stack analysis.
 
-Written from the behaviour of Linux-PAM (libpam/pam_line.c, pam_handlers.c,
-pam_dispatch.c), not from its code:
+The one PAM parser of this collection.  Standard library only, Python 3.6+,
+no Ansible imports: the modules use it, and it is meant to be shipped to
+nodes as a plain file.
 
-* A configuration file is read line by line.  A ``#`` anywhere on a
-  physical line starts a comment that runs to the end of *that physical
-  line*; a physical line that contains ``#`` never continues onto the next
-  one, even if it ends with a backslash.
-* A physical line whose last non-blank character (blanks: space, tab) is a
-  backslash continues on the next physical line; the backslash becomes a
-  space.  A blank line ends a continued line (Linux-PAM >= 1.6; 1.5 skipped
-  blank lines inside a continuation - such files are reported as
-  ``ambiguous`` by this parser).
-* A logical line is ``[-]type control module-path [args...]``; ``type`` is
-  case-insensitive; ``control`` is a keyword or a ``[value=action ...]``
-  list; arguments may be ``[...]`` groups containing blanks (``\\]`` escapes
-  a closing bracket).  Debian's ``@include FILE`` splices every type of
-  FILE.  ``include`` splices the lines of that type; ``substack`` runs them
-  as a sub-stack whose ``done``/``die``/jumps end only the sub-stack.
-* An unparsable line (unknown type, missing module) makes Linux-PAM fail the
-  whole stack for that type (PAM_HT_MUST_FAIL): the editor refuses to write
-  any file that gains such a line.
+Written from the behaviour of Linux-PAM 1.5 to 1.7 (libpam's
+``_pam_assemble_line``/``pam_line.c``, ``_pam_parse_conf_file``,
+``_pam_parse_control`` and ``_pam_dispatch_aux``), read for facts, not
+copied, and checked against the real library (tests/unit/pam_eval and
+tests/unit/plugins/test_pam_semantics.py run the same cases through real
+libpam):
 
-Everything here is pure Python (3.6+) and works on file contents, so it can
-be used on a node (from the modules) and in unit tests on fixture trees.
+* **Lines.**  A ``#`` anywhere on a physical line ends that line; a physical
+  line containing ``#`` never continues onto the next.  A physical line whose
+  last non-blank character is a backslash continues on the next one (the
+  backslash becomes a space).  A blank or comment-only line *inside* a
+  continuation is where the versions differ: 1.5 skips it and keeps joining,
+  1.6+ ends the logical line there; such lines are flagged ``ambiguous``.
+* **Tokens** are separated by blanks; a token that starts with ``[`` runs to
+  the first ``]`` (``\\]`` is a literal ``]``) and may contain blanks.  This
+  holds for the control and for module arguments.
+* **Types** and the **keywords** ``required requisite sufficient optional
+  include substack`` are case-insensitive.  Anything else in the control
+  position is parsed as an action list (with or without brackets), and that
+  is **case-sensitive**: ``[Success=ok]`` or ``DEFAULT=ignore`` is a parse
+  error, and a parse error makes *every* return value ``bad``: the module
+  still runs, the rule always fails.  Blanks around ``=`` are allowed.  The
+  first ``default=`` only sets the values not set before it; a later
+  ``default=`` changes nothing.
+* **Broken lines** (unknown type, no control, no module, a missing file in
+  ``include``/``substack``) become a rule that always fails
+  (``PAM_PERM_DENIED``) at their place in the stack; they count for jumps.
+  A line with an unknown type in a service file or an ``@include``-d file
+  breaks the *auth* stack (libpam files it there, "most sensitive"); in a
+  file read through ``TYPE include``/``substack`` it breaks ``TYPE``.
+* **``-type``** only stops libpam from *logging* a module that cannot be
+  loaded.  The rule stays, and returns ``PAM_MODULE_UNKNOWN``: a missing
+  ``-account required`` module fails the stack; ``-type include missing``
+  fails like the plain form.
+* **``@include FILE``** (Debian) reads every type of FILE in place, as if
+  its lines were in the including file; a missing file aborts every PAM
+  call of the service (``PAM_ABORT``).  **``TYPE include FILE``** splices
+  FILE's ``TYPE`` rules in place: ``done``/``die`` there end the whole stack
+  and jumps count them one by one and may land in the including file.
+  **``TYPE substack FILE``** adds one rule (counted once by jumps) under
+  which FILE's rules run one level deeper: ``done``/``die`` end only the
+  substack, a jump past the substack's end fails the stack ("bad jump"), and
+  the substack shares the parent's result (a failure in it fails the stack
+  like a ``required`` rule).
+* Files are looked up in ``/etc/pam.d``, then the vendor directory
+  (``/usr/lib/pam.d``); a service without a file uses ``other``.
+
+Everything works on file contents below an optional root, so the same code
+runs on a node (modules), on image trees and in unit tests.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -37,7 +66,8 @@ import re
 
 PAM_TYPES = ('account', 'auth', 'password', 'session')
 
-# Return values that may appear on the left-hand side of an action list.
+# Return values in libpam's order (index = PAM return code); "default" is
+# the catch-all name of an action list.
 RETURN_VALUES = (
     'success', 'open_err', 'symbol_err', 'service_err', 'system_err',
     'buf_err', 'perm_denied', 'auth_err', 'cred_insufficient',
@@ -46,16 +76,104 @@ RETURN_VALUES = (
     'cred_err', 'no_module_data', 'conv_err', 'authtok_err',
     'authtok_recover_err', 'authtok_lock_busy', 'authtok_disable_aging',
     'try_again', 'ignore', 'abort', 'authtok_expired', 'module_unknown',
-    'bad_item', 'conv_again', 'incomplete', 'default')
+    'bad_item', 'conv_again', 'incomplete')
 ACTIONS = ('ignore', 'ok', 'done', 'bad', 'die', 'reset')
+KEYWORDS = ('required', 'requisite', 'sufficient', 'optional')
+PAM_RC_NAMES = tuple('PAM_' + v.upper() for v in RETURN_VALUES)
 
-# The four classic keywords as action lists (pam.conf(5)).
-KEYWORD_ACTIONS = {
-    'required': {'success': 'ok', 'new_authtok_reqd': 'ok', 'ignore': 'ignore', 'default': 'bad'},
-    'requisite': {'success': 'ok', 'new_authtok_reqd': 'ok', 'ignore': 'ignore', 'default': 'die'},
-    'sufficient': {'success': 'done', 'new_authtok_reqd': 'done', 'default': 'ignore'},
-    'optional': {'success': 'ok', 'new_authtok_reqd': 'ok', 'default': 'ignore'},
-}
+
+def keyword_table(keyword):
+    """The full action table of a control keyword (pam.conf(5))."""
+    keyword = keyword.lower()
+    if keyword in ('required', 'requisite'):
+        table = dict((v, 'bad' if keyword == 'required' else 'die') for v in RETURN_VALUES)
+        table.update(success='ok', new_authtok_reqd='ok', ignore='ignore')
+    elif keyword == 'optional':
+        table = dict((v, 'ignore') for v in RETURN_VALUES)
+        table.update(success='ok', new_authtok_reqd='ok')
+    elif keyword == 'sufficient':
+        table = dict((v, 'ignore') for v in RETURN_VALUES)
+        table.update(success='done', new_authtok_reqd='done')
+    else:
+        raise ValueError('not a control keyword: %r' % keyword)
+    return table
+
+
+# Kept for callers that show the keyword tables.
+KEYWORD_ACTIONS = dict((k, keyword_table(k)) for k in KEYWORDS)
+
+
+def parse_control(text):
+    """Parse an action list as libpam does (case-sensitive, names matched
+    as prefixes, blanks allowed around '=').  Returns (table, error): the
+    full table value->action (action: one of ACTIONS or a jump count), and
+    on a parse error a message and a table where every value is 'bad'."""
+    table = dict((v, None) for v in RETURN_VALUES)
+    names = RETURN_VALUES + ('default',)
+    i, n = 0, len(text)
+
+    def fail(msg):
+        return dict((v, 'bad') for v in RETURN_VALUES), '%s at %r' % (msg, text[i:] or text)
+
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            break
+        ret = None
+        for name in names:
+            if text.startswith(name, i):
+                ret = name
+                break
+        if ret is None or i + len(ret) >= n:
+            return fail('expecting return value')
+        i += len(ret)
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n or text[i] != '=':
+            return fail("expecting '='")
+        i += 1
+        while i < n and text[i].isspace():
+            i += 1
+        if i >= n:
+            return fail('expecting action')
+        act = None
+        for name in ACTIONS:
+            if text.startswith(name, i):
+                act = name
+                i += len(name)
+                break
+        if act is None:
+            j = i
+            while j < n and text[j].isdigit():
+                j += 1
+            if j == i:
+                return fail('expecting jump number')
+            act = int(text[i:j])
+            i = j
+            if act == 0:
+                return fail('expecting non-zero')
+        if ret == 'default':
+            for value in RETURN_VALUES:
+                if table[value] is None:
+                    table[value] = act
+        else:
+            table[ret] = act
+    for value in RETURN_VALUES:
+        if table[value] is None:
+            table[value] = 'bad'
+    return table, None
+
+
+def render_control(table):
+    """The shortest bracketed control for a full action table."""
+    counts = {}
+    for value in RETURN_VALUES:
+        counts[table[value]] = counts.get(table[value], 0) + 1
+    default = max(counts, key=lambda act: (counts[act], str(act)))
+    words = ['%s=%s' % (v, table[v]) for v in RETURN_VALUES if table[v] != default]
+    return '[%s]' % ' '.join(words + ['default=%s' % default])
+
 
 # Tags this collection writes.  Added rules end with "# hpc.slurm_adopt:<tag>";
 # lines it disables are prefixed with "#hpc.slurm_adopt:<reason># ".
@@ -68,6 +186,33 @@ BLOCK_END = '# END ' + MARK
 MAX_INCLUDE_DEPTH = 16  # Linux-PAM's PAM_SUBSTACK_MAX_LEVEL
 
 
+def strtok(text):
+    """libpam's tokenizer: [(value, bracketed)] of a logical line."""
+    out = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i] in ' \t\n':
+            i += 1
+        if i >= n:
+            return out
+        if text[i] == '[':
+            j = i + 1
+            buf = []
+            while j < n and text[j] != ']':
+                if text[j] == '\\' and j + 1 < n and text[j + 1] == ']':
+                    j += 1
+                buf.append(text[j])
+                j += 1
+            out.append((''.join(buf), True))
+            i = j + 1
+        else:
+            j = i
+            while j < n and text[j] not in ' \t\n':
+                j += 1
+            out.append((text[i:j], False))
+            i = j
+
+
 class PamLine(object):
     """One logical line of a PAM file (possibly several physical lines)."""
 
@@ -77,14 +222,15 @@ class PamLine(object):
         self.physical = physical              # list of physical lines, with their newlines
         self.kind = 'blank'                   # blank|comment|rule|atinclude|invalid
         self.text = ''                        # assembled text that Linux-PAM sees
-        self.type = None
+        self.type = None                      # lower-case type; None when unknown
         self.dash = False
         self.control = None                   # control as written ('required', '[...]')
-        self.actions = None                   # dict value->action (None for include/substack)
+        self.actions = None                   # full table value->action (None for include/substack)
+        self.control_error = None             # action list that libpam cannot parse (all values bad)
         self.keyword = None                   # required|requisite|sufficient|optional|include|substack|None
         self.module = None
         self.args = []
-        self.error = None
+        self.error = None                     # why an invalid line always fails
         self.added_tag = None                 # tag of a rule this collection added
         self.disabled_tag = None              # reason if this collection disabled the line
         self.ambiguous = False
@@ -108,144 +254,69 @@ class PamLine(object):
         return {
             'file': self.path, 'line': self.lineno, 'kind': self.kind,
             'type': self.type, 'dash': self.dash, 'control': self.control,
-            'module': self.module, 'args': list(self.args), 'text': self.text,
-            'managed': self.added_tag, 'error': self.error,
+            'module': self.module, 'args': list(self.args), 'text': self.text.strip(' \t\n'),
+            'managed': self.added_tag, 'error': self.error or self.control_error,
         }
 
 
-def _unescape_continuation(content):
-    """Return (text, continues) for one physical line without its newline.
-
-    Mirrors pam_line.c: a line containing '#' never continues; otherwise a
-    trailing backslash (blanks after it allowed) continues it and becomes a
-    space."""
+def _physical_text(content):
+    """(text before any '#', ends_with_backslash, has_hash, is_empty) of one
+    physical line without its newline."""
     if '#' in content:
-        return content[:content.index('#')], False
+        before = content[:content.index('#')]
+        return before, False, True, not before.strip(' \t')
     stripped = content.rstrip(' \t\r\n')
     if stripped.endswith('\\'):
-        return stripped[:-1] + ' ', True
-    return content, False
-
-
-def _split_args(text):
-    """Split module arguments; '[...]' groups keep blanks, '\\]' is a literal ']'."""
-    args = []
-    i = 0
-    n = len(text)
-    while i < n:
-        while i < n and text[i] in ' \t\n':
-            i += 1
-        if i >= n:
-            break
-        if text[i] == '[':
-            j = i + 1
-            buf = []
-            while j < n and text[j] != ']':
-                if text[j] == '\\' and j + 1 < n and text[j + 1] == ']':
-                    buf.append(']')
-                    j += 2
-                    continue
-                buf.append(text[j])
-                j += 1
-            args.append(''.join(buf))
-            i = j + 1
-        else:
-            j = i
-            while j < n and text[j] not in ' \t\n':
-                j += 1
-            args.append(text[i:j])
-            i = j
-    return args
-
-
-def parse_actions(inner):
-    """Parse the inside of a bracketed control.  Returns (dict, error)."""
-    actions = {}
-    for token in inner.split():
-        if '=' not in token:
-            return actions, 'action %r has no "="' % token
-        value, action = token.split('=', 1)
-        value = value.lower()
-        action = action.lower()
-        if value not in RETURN_VALUES:
-            return actions, 'unknown return value %r' % value
-        if action not in ACTIONS:
-            try:
-                if int(action) <= 0:
-                    raise ValueError(action)
-            except ValueError:
-                return actions, 'unknown action %r' % action
-            action = int(action)
-        actions[value] = action
-    return actions, None
+        return stripped[:-1] + ' ', True, False, False
+    return content, False, False, not stripped.strip(' \t')
 
 
 def _parse_logical(line):
-    text = line.text.strip(' \t\n')
-    if not text:
+    tokens = strtok(line.text)
+    if not tokens:
         return
-    tokens = text.split(None, 1)
-    first = tokens[0]
-    rest = tokens[1] if len(tokens) > 1 else ''
-    if first == '@include':
+    first, _bracketed = tokens[0]
+    if first.lower() == '@include':
         line.kind = 'atinclude'
-        names = rest.split()
-        if not names:
+        if len(tokens) < 2:
             line.kind = 'invalid'
             line.error = '@include without a file name'
             return
-        line.module = names[0]
+        line.module = tokens[1][0]
         return
     line.kind = 'rule'
     ptype = first
     if ptype.startswith('-'):
         line.dash = True
         ptype = ptype[1:]
-    line.type = ptype.lower()
-    if line.type not in PAM_TYPES:
+    if ptype.lower() not in PAM_TYPES:
         line.kind = 'invalid'
         line.error = 'unknown module type %r' % first
         return
-    rest = rest.lstrip(' \t')
-    if not rest:
+    line.type = ptype.lower()
+    if len(tokens) < 2:
         line.kind = 'invalid'
         line.error = 'no control flag'
         return
-    if rest.startswith('['):
-        end = rest.find(']')
-        if end < 0:
-            line.kind = 'invalid'
-            line.error = 'unterminated [ in control'
-            return
-        line.control = rest[:end + 1]
-        actions, err = parse_actions(rest[1:end])
-        if err:
-            line.kind = 'invalid'
-            line.error = err
-            return
-        line.actions = actions
-        rest = rest[end + 1:]
+    control, bracketed = tokens[1]
+    line.control = '[%s]' % control if bracketed else control
+    word = control.lower()
+    if word in KEYWORDS:
+        line.keyword = word
+        line.actions = keyword_table(word)
+    elif word in ('include', 'substack'):
+        line.keyword = word
     else:
-        parts = rest.split(None, 1)
-        line.control = parts[0]
-        rest = parts[1] if len(parts) > 1 else ''
-        keyword = parts[0].lower()
-        if keyword in KEYWORD_ACTIONS:
-            line.keyword = keyword
-            line.actions = dict(KEYWORD_ACTIONS[keyword])
-        elif keyword in ('include', 'substack'):
-            line.keyword = keyword
-        else:
-            line.kind = 'invalid'
-            line.error = 'unknown control %r' % parts[0]
-            return
-    args = _split_args(rest)
-    if not args:
+        line.actions, line.control_error = parse_control(control)
+        if line.control_error:
+            line.control_error = 'control %s cannot be parsed (%s): every result counts as a failure' % (
+                line.control, line.control_error)
+    if len(tokens) < 3:
         line.kind = 'invalid'
-        line.error = 'no module path'
+        line.error = 'no %s' % ('file name' if line.keyword in ('include', 'substack') else 'module path')
         return
-    line.module = args[0]
-    line.args = args[1:]
+    line.module = tokens[2][0]
+    line.args = [t[0] for t in tokens[3:]]
 
 
 class PamFile(object):
@@ -258,24 +329,22 @@ class PamFile(object):
         self._parse()
 
     def _parse(self):
-        physical = self.content.splitlines(True)
         current = None
         pieces = []
-        lineno = 0
-        for idx, phys in enumerate(physical):
-            lineno = idx + 1
+        for idx, phys in enumerate(self.content.splitlines(True)):
             body = phys.rstrip('\n')
-            text, continues = _unescape_continuation(body)
+            text, continues, has_hash, empty = _physical_text(body)
+            if current is not None and empty:
+                # blank or comment-only line inside a continuation: 1.5 skips
+                # it and keeps joining, 1.6+ ends the logical line here
+                current.ambiguous = True
             if current is None:
-                current = PamLine(self.path, lineno, [])
+                current = PamLine(self.path, idx + 1, [])
                 pieces = []
             current.physical.append(phys)
             pieces.append(text)
             if continues:
                 continue
-            if len(current.physical) > 1 and not text.strip(' \t'):
-                # blank line terminating a continuation: 1.5 and 1.6+ disagree
-                current.ambiguous = True
             self._finish(current, pieces)
             current = None
         if current is not None:
@@ -283,20 +352,17 @@ class PamFile(object):
 
     def _finish(self, line, pieces):
         line.text = ''.join(pieces)
-        raw = line.raw
-        first = line.physical[0]
-        m = DISABLED_RE.match(first)
+        m = DISABLED_RE.match(line.physical[0])
         if m:
             line.disabled_tag = m.group(1)
         if line.text.strip(' \t\n'):
             _parse_logical(line)
-        elif '#' in raw:
+        elif '#' in line.raw:
             line.kind = 'comment'
         else:
             line.kind = 'blank'
-        if line.kind in ('rule', 'atinclude'):
-            last = line.physical[-1].rstrip('\n')
-            tm = ADDED_TAG_RE.search(last)
+        if line.kind in ('rule', 'atinclude', 'invalid'):
+            tm = ADDED_TAG_RE.search(line.physical[-1].rstrip('\n'))
             if tm:
                 line.added_tag = tm.group(1)
         self.lines.append(line)
@@ -305,7 +371,8 @@ class PamFile(object):
         return [ln for ln in self.lines if ln.kind in ('rule', 'atinclude')]
 
     def invalid(self):
-        return [ln for ln in self.lines if ln.kind == 'invalid']
+        """Lines libpam turns into an always-failing rule."""
+        return [ln for ln in self.lines if ln.kind == 'invalid' or ln.control_error]
 
 
 def parse(content, path='<string>'):
@@ -338,8 +405,9 @@ def resolve_host(root, path, hops=20):
 class FileSource(object):
     """Finds PAM files the way Linux-PAM does: /etc/pam.d/NAME, then the
     vendor directory (/usr/lib/pam.d), optionally under a different root.
-    ``overrides`` maps absolute (un-rooted) paths to contents and is used to
-    validate edited files before they are written."""
+    ``overrides`` maps absolute (un-rooted) paths to contents (None: the
+    file does not exist) and is used to validate edited files before they
+    are written."""
 
     def __init__(self, root='/', pamd_dir='/etc/pam.d', vendor_dir='/usr/lib/pam.d', overrides=None):
         self.root = root or '/'
@@ -347,6 +415,9 @@ class FileSource(object):
         self.vendor_dir = vendor_dir
         self.overrides = dict(overrides or {})
         self._cache = {}
+
+    def with_overrides(self, overrides):
+        return FileSource(self.root, self.pamd_dir, self.vendor_dir, overrides)
 
     def host_path(self, path):
         """The path of PAM path ``path`` on this machine (below root, symlinks
@@ -361,15 +432,20 @@ class FileSource(object):
             out.append(os.path.join(self.vendor_dir, name))
         return out
 
+    def exists(self, path):
+        if path in self.overrides:
+            return self.overrides[path] is not None
+        return os.path.isfile(self.host_path(path))
+
     def locate(self, name):
         """Return the PAM path used for ``name`` or None."""
         for cand in self.candidates(name):
-            if cand in self.overrides or os.path.isfile(self.host_path(cand)):
+            if self.exists(cand):
                 return cand
         return None
 
     def read(self, path):
-        if path in self.overrides:
+        if path in self.overrides and self.overrides[path] is not None:
             return self.overrides[path]
         with open(self.host_path(path), 'rb') as handle:
             return handle.read().decode('utf-8', 'surrogateescape')
@@ -382,14 +458,51 @@ class FileSource(object):
     def service_path(self, service):
         return self.locate(service) or self.locate('other')
 
+    def list_services(self):
+        """Names of every file in the configuration and vendor directories."""
+        names = set()
+        for directory in (self.pamd_dir, self.vendor_dir):
+            if not directory:
+                continue
+            host = rooted(self.root, directory)
+            if os.path.isdir(host):
+                for name in os.listdir(host):
+                    if not name.startswith('.') and os.path.isfile(resolve_host(self.root, os.path.join(directory,
+                                                                                                        name))):
+                        names.add(name)
+        for path in self.overrides:
+            if os.path.dirname(path) in (self.pamd_dir, self.vendor_dir):
+                if self.overrides[path] is None:
+                    if not os.path.isfile(self.host_path(path)):
+                        names.discard(os.path.basename(path))
+                else:
+                    names.add(os.path.basename(path))
+        return sorted(names)
+
 
 class Entry(object):
-    """One rule in an effective stack, with where it came from."""
+    """One handler of an effective stack, with where it came from.
 
-    def __init__(self, line, chain, substack_depth):
+    kind: ``rule`` (a module), ``substack`` (the handler a substack line
+    adds: not run, counted once by jumps, its members follow one level
+    deeper) or ``must_fail`` (a broken line or missing include: always
+    PAM_PERM_DENIED)."""
+
+    def __init__(self, line, chain, substack_depth, kind='rule', reason=None):
         self.line = line
         self.chain = chain                  # tuple of include/substack lines leading here
         self.substack_depth = substack_depth
+        self.kind = kind
+        self.reason = reason
+
+    @property
+    def actions(self):
+        if self.kind == 'must_fail':
+            return dict((v, 'bad') for v in RETURN_VALUES)
+        return self.line.actions
+
+    def key(self):
+        return (self.line.path, self.line.lineno, self.kind)
 
     def to_dict(self):
         out = self.line.to_dict()
@@ -398,6 +511,9 @@ class Entry(object):
              'via': 'substack' if c.keyword == 'substack' else ('@include' if c.kind == 'atinclude' else 'include')}
             for c in self.chain]
         out['substack_depth'] = self.substack_depth
+        out['entry'] = self.kind
+        if self.reason:
+            out['error'] = self.reason
         return out
 
 
@@ -411,12 +527,47 @@ class Stack(object):
         self.entries = []
         self.files = []          # reachable files in visiting order
         self.missing = []        # (name, referring file, line)
-        self.errors = []
+        self.errors = []         # what makes libpam fail this stack (unless jumped over)
+        self.aborts = False      # libpam aborts every call (missing @include)
+        self.ambiguous = []      # lines libpam 1.5 and 1.6+ read differently
 
     def top_level(self):
-        """Indices of entries evaluated at the top level (substacks count as
-        their include line would; members of substacks are excluded)."""
+        """Indices of entries at the top level (a substack handler is there,
+        its members are not)."""
         return [i for i, e in enumerate(self.entries) if e.substack_depth == 0]
+
+    def next_after(self, idx, count):
+        """Index of the entry libpam runs next after entry ``idx`` jumps
+        ``count`` rules (len(entries) = end of the stack), or None for a
+        "bad jump" (past the end of the substack or stack: the stack fails).
+        Landing on a substack handler means running its first member."""
+        level = self.entries[idx].substack_depth
+        j = idx
+        while count > 0:
+            nxt = j + 1
+            if nxt >= len(self.entries) or self.entries[nxt].substack_depth < level:
+                return None
+            j = nxt
+            while j + 1 < len(self.entries) and self.entries[j + 1].substack_depth > level:
+                j += 1
+            count -= 1
+        return self.normalise(j + 1)
+
+    def normalise(self, idx):
+        while idx < len(self.entries) and self.entries[idx].kind == 'substack' and \
+                idx + 1 < len(self.entries) and \
+                self.entries[idx + 1].substack_depth > self.entries[idx].substack_depth:
+            idx += 1
+        return idx
+
+    def end_of_level(self, idx):
+        """Index just after the unit (rule, or substack handler + members)
+        that starts at ``idx``."""
+        level = self.entries[idx].substack_depth
+        j = idx
+        while j + 1 < len(self.entries) and self.entries[j + 1].substack_depth > level:
+            j += 1
+        return j + 1
 
 
 def effective_stack(source, service, ptype):
@@ -424,8 +575,9 @@ def effective_stack(source, service, ptype):
     stack = Stack(service, ptype, path)
     if path is None:
         stack.errors.append('no PAM file for service %r and no "other"' % service)
+        stack.aborts = True
         return stack
-    _expand(source, path, ptype, stack, (), 0, set())
+    _expand(source, path, ptype, stack, (), 0, (), None)
     return stack
 
 
@@ -434,47 +586,64 @@ def _note_file(stack, path):
         stack.files.append(path)
 
 
-def _expand(source, path, ptype, stack, chain, depth, visiting):
+def _expand(source, path, ptype, stack, chain, depth, visiting, read_type):
+    """Append ``path``'s handlers of type ``ptype``.  ``read_type`` is None
+    for a file libpam reads for every type (the service file, @include)."""
     _note_file(stack, path)
-    if len(chain) > MAX_INCLUDE_DEPTH or path in visiting:
-        stack.errors.append('include loop or too deep at %s' % path)
+    if len(chain) > MAX_INCLUDE_DEPTH or path in visiting or depth >= MAX_INCLUDE_DEPTH:
+        stack.errors.append('include loop or includes nested too deep at %s' % path)
+        if chain:
+            stack.entries.append(Entry(chain[-1], chain[:-1], depth, 'must_fail', 'include loop or too deep'))
         return
     pfile = source.load(path)
-    visiting = visiting | set([path])
+    visiting = visiting + (path,)
     for line in pfile.lines:
-        if line.kind == 'invalid':
-            if line.type in (None, ptype):
-                stack.errors.append('%s:%d: %s' % (path, line.lineno, line.error))
-            continue
-        is_include = line.kind == 'rule' and line.type == ptype and line.keyword in ('include', 'substack')
-        if line.kind == 'atinclude' or is_include:
+        if line.ambiguous and line.type in (None, ptype) and line not in stack.ambiguous:
+            stack.ambiguous.append(line)
+        if line.kind == 'atinclude':
             target = source.locate(line.module)
             if target is None:
                 stack.missing.append((line.module, path, line.lineno))
-                if not line.dash:
-                    stack.errors.append('%s:%d: included file %r not found' % (path, line.lineno, line.module))
+                stack.errors.append('%s:%d: @include %s: no such file; libpam aborts every call of the service'
+                                    % (path, line.lineno, line.module))
+                stack.aborts = True
                 continue
-            sub_depth = depth
-            if line.keyword == 'substack':
-                # the substack counts as one rule of the parent stack (for jumps)
-                stack.entries.append(Entry(line, chain, depth))
-                sub_depth = depth + 1
-            _expand(source, target, ptype, stack, chain + (line,), sub_depth, visiting)
+            _expand(source, target, ptype, stack, chain + (line,), depth, visiting, read_type)
             continue
-        if line.kind == 'rule' and line.type == ptype:
-            stack.entries.append(Entry(line, chain, depth))
+        if line.kind == 'invalid':
+            ltype = line.type
+            if ltype is None:
+                ltype = read_type or 'auth'
+            if ltype == ptype:
+                stack.entries.append(Entry(line, chain, depth, 'must_fail', line.error))
+                stack.errors.append('%s:%d: %s: the rule always fails' % (path, line.lineno, line.error))
+            continue
+        if line.kind != 'rule' or line.type != ptype:
+            continue
+        if line.keyword in ('include', 'substack'):
+            if line.keyword == 'substack':
+                stack.entries.append(Entry(line, chain, depth, 'substack'))
+            target = source.locate(line.module)
+            if target is None:
+                stack.missing.append((line.module, path, line.lineno))
+                stack.entries.append(Entry(line, chain, depth, 'must_fail', 'included file %r not found'
+                                           % line.module))
+                stack.errors.append('%s:%d: %s %s: no such file; the rule always fails'
+                                    % (path, line.lineno, line.keyword, line.module))
+                continue
+            _expand(source, target, ptype, stack, chain + (line,),
+                    depth + (1 if line.keyword == 'substack' else 0), visiting, ptype)
+            continue
+        stack.entries.append(Entry(line, chain, depth))
+        if line.control_error:
+            stack.errors.append('%s:%d: %s' % (path, line.lineno, line.control_error))
 
 
 def reachable_files(source, service):
     """Every file reachable from the service for any type, in order."""
     seen = []
-    path = source.service_path(service)
-    if path is None:
-        return seen
     for ptype in PAM_TYPES:
-        stack = Stack(service, ptype, path)
-        _expand(source, path, ptype, stack, (), 0, set())
-        for f in stack.files:
+        for f in effective_stack(source, service, ptype).files:
             if f not in seen:
                 seen.append(f)
     return seen
@@ -485,104 +654,104 @@ def reachable_files(source, service):
 
 
 def _action_for(actions, value):
-    if value in actions:
-        return actions[value]
-    return actions.get('default', 'bad')
+    return actions.get(value, actions.get('default', 'bad'))
 
 
 def is_adopt_rule(line, script_hint='pam_slurm_adopt'):
     """A rule that runs some pam_slurm_adopt (C module, or ours via
     pam_python/pam_exec)."""
-    if line.kind != 'rule' or line.module is None:
+    if line.kind != 'rule' or line.module is None or line.keyword in ('include', 'substack'):
         return False
     if script_hint in line.module_name:
         return True
     return any(script_hint in a for a in line.args)
 
 
-def _succeed_if_system_only(args, max_uid=1000):
-    """pam_succeed_if whose only condition is 'uid < N'/'uid <= N' with N
-    at most ``max_uid``: it can only succeed for system accounts."""
-    flags = set(['quiet', 'quiet_success', 'quiet_fail', 'audit', 'debug', 'use_uid'])
-    conds = [a for a in args if a not in flags]
+SUCCEED_IF_FLAGS = ('quiet', 'quiet_success', 'quiet_fail', 'audit', 'debug', 'use_uid')
+
+
+def succeed_if_uid_limit(args):
+    """For pam_succeed_if whose only condition is 'uid < N' / 'uid <= N' /
+    'uid lt|le N': the smallest uid it does NOT match (N or N+1); else None."""
+    conds = [a for a in args if a not in SUCCEED_IF_FLAGS]
     if len(conds) != 3 or conds[0] != 'uid':
-        return False
-    op, num = conds[1], conds[2]
+        return None
     try:
-        limit = int(num)
+        limit = int(conds[2])
     except ValueError:
-        return False
-    if op in ('<', 'lt'):
-        return limit <= max_uid
-    if op in ('<=', 'le'):
-        return limit < max_uid
-    if op in ('=', 'eq'):
-        return limit < max_uid
-    return False
+        return None
+    if conds[1] in ('<', 'lt'):
+        return limit
+    if conds[1] in ('<=', 'le'):
+        return limit + 1
+    return None
 
 
 def _succeed_if_named_users(args):
     """pam_succeed_if whose only condition names users or a group
     ('user ingroup wheel', 'user = root', 'user in a:b')."""
-    flags = set(['quiet', 'quiet_success', 'quiet_fail', 'audit', 'debug', 'use_uid'])
-    conds = [a for a in args if a not in flags]
+    conds = [a for a in args if a not in SUCCEED_IF_FLAGS]
     return len(conds) == 3 and conds[0] == 'user' and conds[1] in ('ingroup', '=', 'eq', 'in')
 
 
-def classify_terminator(line, adopt_idx=None, idx=None, top=None):
+def _values_with(actions, wanted):
+    vals = [v for v in RETURN_VALUES if actions[v] == wanted]
+    if len(vals) > 8:
+        return ['default']
+    return vals
+
+
+def ending_reasons(stack, idx, limit=None):
+    """Why entry ``idx`` can end the stack (or jump to ``limit`` or beyond):
+    a list of "value=action" strings, empty when it cannot."""
+    entry = stack.entries[idx]
+    if entry.kind != 'rule':
+        return []
+    acts = entry.actions
+    reasons = ['%s=done' % v for v in _values_with(acts, 'done')]
+    for value in RETURN_VALUES:
+        act = acts[value]
+        if isinstance(act, int):
+            target = stack.next_after(idx, act)
+            if target is None:
+                reasons.append('%s=%d jumps past the end (the stack fails)' % (value, act))
+            elif limit is not None and target > limit:
+                reasons.append('%s=%d jumps over the adopt rule' % (value, act))
+            elif target >= len(stack.entries):
+                reasons.append('%s=%d jumps to the end of the stack' % (value, act))
+    return reasons
+
+
+def classify_terminator(line, adopt_idx=None, idx=None, top=None, stack=None):
     """Why ``line`` can end the account stack with success before adopt.
 
     Returns None when it cannot, else a tuple (classification, reason):
 
-    short_circuit       ends the stack successfully for ordinary users:
-                        must be disabled (pam_localuser, pam_permit, ...)
-    system_users        pam_succeed_if uid<N (N<=1000) / pam_usertype
-                        issystem: only system accounts and root, which
-                        pam_slurm_adopt ignores anyway; kept (they keep root
-                        able to log in when e.g. sssd is down)
-    admin_bypass        pam_listfile/pam_access/pam_succeed_if-group rules
-                        meant to let administrators in; kept
-    jump_past_adopt     a jump that lands beyond the adopt rule: ends the
-                        stack with the earlier modules' result (success
-                        for a valid user).  Never disabled automatically -
-                        commenting out a jumping rule usually sends
-                        everybody into the pam_deny it jumped over
-    expired_password    only new_authtok_reqd=done (pam_unix on Debian):
-                        ends the stack for a user whose password has
-                        expired; kept, reported (sshd then forces a password
-                        change)
+    short_circuit       ends the stack successfully for ordinary users
+                        (pam_localuser, pam_permit, [success=done] pam_sss)
+    system_users        pam_succeed_if uid < N / pam_usertype issystem:
+                        meant for system accounts (checked for fail-open)
+    admin_bypass        pam_listfile/pam_access/pam_succeed_if-user rules
+                        meant to let administrators in (checked for fail-open)
+    jump_past_adopt     a jump that lands beyond the adopt rule
+    expired_password    only new_authtok_reqd=done (pam_unix on Debian)
     """
     if line.kind != 'rule' or line.actions is None:
         return None
-    acts = line.actions
-    succ = _action_for(acts, 'success')
-    ign = _action_for(acts, 'ignore')
-    nar = _action_for(acts, 'new_authtok_reqd')
-    reasons = []
-    jump_out = False
-    if top is not None and idx is not None and adopt_idx is not None:
-        for value in ('success', 'ignore', 'new_authtok_reqd', 'default'):
-            act = acts.get(value)
-            if isinstance(act, int):
-                pos = top.index(idx)
-                target = pos + act + 1
-                apos = top.index(adopt_idx) if adopt_idx in top else len(top)
-                if target > apos:
-                    jump_out = True
-                    reasons.append('%s=%d jumps over the adopt rule' % (value, act))
-    if succ == 'done':
-        reasons.append('success=done')
-    if ign == 'done':
-        reasons.append('ignore=done')
-    if not reasons and nar == 'done':
-        return ('expired_password', 'new_authtok_reqd=done')
+    if stack is not None and idx is not None:
+        reasons = ending_reasons(stack, idx, adopt_idx)
+    else:
+        reasons = ['%s=done' % v for v in _values_with(line.actions, 'done')]
     if not reasons:
         return None
+    jump_out = any('jumps over' in r or 'past the end' in r for r in reasons)
+    if reasons == ['new_authtok_reqd=done']:
+        return ('expired_password', 'new_authtok_reqd=done')
     reason = ', '.join(reasons) if not line.keyword else '%s (%s)' % (line.keyword, ', '.join(reasons))
     if jump_out:
         return ('jump_past_adopt', reason)
     name = line.module_name or ''
-    if name == 'pam_succeed_if.so' and _succeed_if_system_only(line.args):
+    if name == 'pam_succeed_if.so' and succeed_if_uid_limit(line.args) is not None:
         return ('system_users', reason)
     if name == 'pam_usertype.so' and 'issystem' in line.args:
         return ('system_users', reason)
@@ -594,7 +763,8 @@ def classify_terminator(line, adopt_idx=None, idx=None, top=None):
 
 
 def analyse_account(stack, adopt_predicate=None):
-    """Find the adopt rule and every rule that may end the stack before it.
+    """Find the adopt rule and every top-level rule that may end the stack
+    before it.
 
     Returns dict(adopt_index, adopt_last, after_adopt, terminators)."""
     if adopt_predicate is None:
@@ -602,14 +772,16 @@ def analyse_account(stack, adopt_predicate=None):
     top = stack.top_level()
     adopt_idx = None
     for i in top:
-        if adopt_predicate(stack.entries[i].line):
+        if stack.entries[i].kind == 'rule' and adopt_predicate(stack.entries[i].line):
             adopt_idx = i
     terminators = []
     limit = adopt_idx if adopt_idx is not None else len(stack.entries)
     for i in top:
         if i >= limit:
             break
-        found = classify_terminator(stack.entries[i].line, adopt_idx, i, top)
+        if stack.entries[i].kind != 'rule':
+            continue
+        found = classify_terminator(stack.entries[i].line, adopt_idx, i, top, stack)
         if found:
             cls, reason = found
             item = stack.entries[i].to_dict()

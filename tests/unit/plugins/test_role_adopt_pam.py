@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from conftest import REPO, _COLL_ROOT, make_root, snapshot
+from pam_nodes import FAKE_MODULES, add_users
 
 PLAYBOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'playbooks', 'adopt_pam_root.yml')
 EMU = os.path.join(REPO, 'tests', 'fixtures', 'authselect', 'authselect_emu.py')
@@ -45,7 +46,7 @@ def emu(root, *args):
 @pytest.fixture
 def rhel_root(tmp_path):
     """Rocky 9 sshd & co. + the emulated sssd profile selected with-mkhomedir."""
-    root = make_root(tmp_path / 'root', 'rocky9')
+    root = add_users(make_root(tmp_path / 'root', 'rocky9', modules=FAKE_MODULES))
     pamd = os.path.join(root, 'etc', 'pam.d')
     for name in ('system-auth', 'password-auth', 'postlogin', 'fingerprint-auth', 'smartcard-auth'):
         os.unlink(os.path.join(pamd, name))
@@ -78,12 +79,19 @@ def test_authselect_custom_profile_round_trip(rhel_root):
     assert emu(root, 'current', '--raw').stdout.split() == ['custom/slurm-adopt', 'with-mkhomedir']
     assert emu(root, 'check').returncode == 0     # generated files were not edited by hand
     generated = open(os.path.join(root, 'etc', 'authselect', 'password-auth')).read()
-    assert '#hpc.slurm_adopt:short_circuit# account     sufficient' in generated
-    assert '#hpc.slurm_adopt:pam_systemd# -session' in generated
+    # pam_systemd: kept as a comment, a neutral placeholder of the same type in its place
+    assert ('#hpc.slurm_adopt:pam_systemd# -session    optional                                     pam_systemd.so\n'
+            'session [default=ignore] pam_permit.so # hpc.slurm_adopt:placeholder') in generated
+    assert generated.count('hpc.slurm_adopt:placeholder') == 1
+    # the short-circuit stays as authselect wrote it: sshd includes password-auth as a substack
+    assert 'account     sufficient                                   pam_localuser.so\n' in generated
+    assert 'hpc.slurm_adopt:short_circuit' not in generated
     assert 'pam_mkhomedir.so' in generated     # the features were kept
-    # sshd is the only file pam_adopt had to edit
+    sshd = open(os.path.join(root, 'etc', 'pam.d', 'sshd')).read()
+    assert 'account substack password-auth # hpc.slurm_adopt:substack' in sshd
+    # sshd is the only PAM file pam_adopt had to edit
     with open(os.path.join(root, 'var/lib/slurm-adopt/pam/manifest.json')) as handle:
-        assert sorted(json.load(handle)['files']) == ['/etc/pam.d/sshd', '/etc/security/access.conf']
+        assert sorted(json.load(handle)['files']) == ['/etc/pam.d/sshd', '/etc/security/slurm-adopt-access.conf']
     # authselect apply-changes keeps it (the edits live in the profile)
     assert emu(root, 'apply-changes').returncode == 0
     stats, _out = play(root, extra)
@@ -99,14 +107,46 @@ def test_authselect_custom_profile_round_trip(rhel_root):
     assert after['etc/pam.d/sshd'] == before['etc/pam.d/sshd']
 
 
+def test_authselect_profile_of_version_0_1_is_repaired(rhel_root):
+    # 0.1 commented "account sufficient pam_localuser.so" out in its custom profile (local users and
+    # root then met pam_sss) and commented pam_systemd out without a placeholder (jumps moved)
+    root = rhel_root
+    assert emu(root, 'create-profile', 'slurm-adopt', '-b', 'sssd').returncode == 0
+    for name in ('system-auth', 'password-auth'):
+        path = os.path.join(root, 'etc', 'authselect', 'custom', 'slurm-adopt', name)
+        text = open(path).read()
+        text = text.replace('account     sufficient                                   pam_localuser.so',
+                            '#hpc.slurm_adopt:short_circuit# account     sufficient                                   '
+                            'pam_localuser.so')
+        text = text.replace('-session    optional                                     pam_systemd.so',
+                            '#hpc.slurm_adopt:pam_systemd# -session    optional                                     '
+                            'pam_systemd.so')
+        with open(path, 'w') as handle:
+            handle.write(text)
+    assert emu(root, 'select', 'custom/slurm-adopt', 'with-mkhomedir', '--force').returncode == 0
+    extra = {'adopt_pam_authselect': 'required', 'adopt_pam_pam_auth_update': False,
+             'adopt_pam_authselect_command': '%s %s --root %s' % (sys.executable, EMU, root)}
+    stats, _out = play(root, extra)
+    assert stats['failures'] == 0
+    generated = open(os.path.join(root, 'etc', 'authselect', 'password-auth')).read()
+    assert 'short_circuit' not in generated
+    assert 'account     sufficient                                   pam_localuser.so\n' in generated
+    assert generated.count('session [default=ignore] pam_permit.so # hpc.slurm_adopt:placeholder') == 1
+    stats, _out = play(root, extra)
+    assert stats['changed'] == 0
+
+
 def test_debian_tree_role_round_trip(tmp_path):
-    root = make_root(tmp_path / 'root', 'debian13')
-    extra = {'adopt_pam_authselect': 'disabled', 'adopt_pam_pam_auth_update': False}
+    root = add_users(make_root(tmp_path / 'root', 'debian13', modules=FAKE_MODULES))
+    # pam-auth-update cannot run under a root other than /: pam_adopt edits common-session itself
+    extra = {'adopt_pam_authselect': 'disabled', 'adopt_pam_pam_auth_update': False,
+             'adopt_pam_generated_files': 'edit'}
     before = snapshot(root)
     stats, _out = play(root, extra)
     assert stats['changed'] > 0
     text = open(os.path.join(root, 'etc/pam.d/common-session')).read()
     assert '#hpc.slurm_adopt:pam_systemd# session' in text
+    assert 'session [default=ignore] pam_permit.so # hpc.slurm_adopt:placeholder' in text
     stats, _out = play(root, extra)
     assert stats['changed'] == 0
     # the read-only verify entry point passes, and notices pam_systemd coming back
@@ -125,8 +165,38 @@ def test_debian_tree_role_round_trip(tmp_path):
     assert after == before
 
 
+@pytest.mark.parametrize('damage, message', [
+    ('missing', 'pam_access aborts'),
+    ('rewritten', 'not what pam_adopt wrote'),
+    ('bypass', 'lets an ordinary user without a job in'),
+])
+def test_verify_turns_red_on_the_admin_access_file_and_fail_open_bypasses(tmp_path, damage, message):
+    root = add_users(make_root(tmp_path / 'root', 'debian13', modules=FAKE_MODULES))
+    extra = {'adopt_pam_authselect': 'disabled', 'adopt_pam_pam_auth_update': False,
+             'adopt_pam_disable_pam_systemd': False}
+    play(root, extra)
+    stats, _out = play(root, dict(extra, test_tasks_from='verify'))
+    assert stats['failures'] == 0
+    access = os.path.join(root, 'etc/security/slurm-adopt-access.conf')
+    if damage == 'missing':
+        os.unlink(access)
+    elif damage == 'rewritten':
+        with open(access, 'w') as handle:        # e.g. a CIS hardening run
+            handle.write('+:ALL:ALL\n')
+    else:
+        sshd = os.path.join(root, 'etc/pam.d/sshd')
+        text = open(sshd).read().replace('account sufficient pam_python.so',
+                                         'account sufficient pam_succeed_if.so uid < 60000 quiet\n'
+                                         'account sufficient pam_python.so', 1)
+        with open(sshd, 'w') as handle:
+            handle.write(text)
+    stats, out = play(root, dict(extra, test_tasks_from='verify'), expect_rc=2)
+    assert stats['failures'] == 1
+    assert message in json.dumps(out)
+
+
 def test_role_lockout_guard_fails_before_writing(tmp_path):
-    root = make_root(tmp_path / 'root', 'debian12')
+    root = add_users(make_root(tmp_path / 'root', 'debian12', modules=FAKE_MODULES))
     before = snapshot(root)
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_COLL_ROOT, ANSIBLE_NOCOLOR='1')
     extra = {'adopt_pam_root': root, 'adopt_pam_authselect': 'disabled', 'adopt_pam_pam_auth_update': False,
@@ -134,5 +204,102 @@ def test_role_lockout_guard_fails_before_writing(tmp_path):
     proc = subprocess.run([ANSIBLE_PLAYBOOK, '-i', 'localhost,', PLAYBOOK, '-e', json.dumps(extra)],
                           env=env, capture_output=True, text=True, check=False, timeout=900)
     assert proc.returncode != 0
-    assert 'lockout guard' in proc.stdout
+    assert 'lockout guard: nobody-here-xyz is not a user of the tree' in proc.stdout
     assert snapshot(root) == before
+
+
+def test_role_protects_the_connecting_user_by_default(tmp_path):
+    root = add_users(make_root(tmp_path / 'root', 'debian12', modules=FAKE_MODULES))
+    stats, out = play(root, {'adopt_pam_authselect': 'disabled', 'adopt_pam_pam_auth_update': False,
+                             'adopt_pam_disable_pam_systemd': False})
+    assert stats['failures'] == 0
+    invocations = [t for p in out['plays'] for t in p['tasks']
+                   if t['task']['name'].endswith('Put pam_slurm_adopt last in the account stack')]
+    args = invocations[0]['hosts']['localhost']['invocation']['module_args']
+    # `id -un` without become: this test runs as root, so root (once)
+    assert args['ensure_access_for'] == ['root']
+
+
+# --------------------------------------------------------------------------
+# The RHEL layout with the real authselect 1.8 (Debian sid's package, in the
+# cached sid chroot of the PAM corpus: lab/pamcorpus/chroot.sh)
+
+CHROOT_SH = os.path.join(REPO, 'lab', 'pamcorpus', 'chroot.sh')
+RHEL_SERVICES = ('sshd', 'login', 'su', 'sudo', 'crond', 'other', 'systemd-user')
+
+
+@pytest.fixture
+def sid_root(tmp_path):
+    """A writable copy of the sid chroot (an overlay on the cached one) with
+    RHEL's service files, selected with the real "authselect select sssd
+    with-mkhomedir".  Fails (does not skip) when the chroot cannot be built."""
+    proc = subprocess.run(['bash', CHROOT_SH, 'sid'], capture_output=True, text=True, timeout=3600, check=False)
+    assert proc.returncode == 0, 'lab/pamcorpus/chroot.sh sid failed: ' + proc.stderr[-3000:]
+    lower = os.path.join(proc.stdout.strip().splitlines()[-1], 'root')
+    merged = str(tmp_path / 'merged')
+    for name in ('upper', 'work', 'merged'):
+        os.makedirs(str(tmp_path / name))
+    subprocess.run(['mount', '-t', 'overlay', 'overlay', '-o', 'lowerdir=%s,upperdir=%s,workdir=%s'
+                    % (lower, tmp_path / 'upper', tmp_path / 'work'), merged], check=True)
+    try:
+        os.makedirs(os.path.join(merged, 'etc', 'authselect'), exist_ok=True)
+        for name in RHEL_SERVICES:
+            shutil.copy(os.path.join(REPO, 'tests', 'fixtures', 'pamd', 'rocky9', name),
+                        os.path.join(merged, 'etc', 'pam.d', name))
+        os.makedirs(os.path.join(merged, 'usr', 'lib', 'slurm-adopt'), exist_ok=True)
+        open(os.path.join(merged, 'usr', 'lib', 'slurm-adopt', 'pam_slurm_adopt.py'), 'w').close()
+        subprocess.run(['chroot', merged, 'authselect', 'select', 'sssd', 'with-mkhomedir', '--force'],
+                       check=True, capture_output=True)
+        yield merged
+    finally:
+        subprocess.run(['umount', '-l', merged], check=False)
+
+
+def authselect(root, *args):
+    return subprocess.run(['chroot', root, 'authselect'] + list(args), capture_output=True, text=True, check=False)
+
+
+def pam_snapshot(root):
+    return strip_generated_header(snapshot(root, below=('etc/pam.d', 'etc/authselect', 'etc/security')))
+
+
+def test_real_authselect_custom_profile_round_trip(sid_root):
+    root = sid_root
+    extra = {'adopt_pam_authselect': 'required', 'adopt_pam_pam_auth_update': False,
+             'adopt_pam_authselect_command': '/usr/sbin/chroot %s /usr/bin/authselect' % root}
+    before = pam_snapshot(root)
+    assert authselect(root, 'current', '--raw').stdout.split() == ['sssd', 'with-mkhomedir']
+
+    stats, _out = play(root, extra, check=True)
+    assert stats['failures'] == 0
+    assert pam_snapshot(root) == before
+
+    stats, out = play(root, extra)
+    assert stats['changed'] > 0
+    assert authselect(root, 'current', '--raw').stdout.split() == ['custom/slurm-adopt', 'with-mkhomedir']
+    assert authselect(root, 'check').returncode == 0          # nothing edited behind authselect's back
+    generated = open(os.path.join(root, 'etc', 'authselect', 'password-auth')).read()
+    assert '#hpc.slurm_adopt:pam_systemd# -session' in generated
+    assert 'session [default=ignore] pam_permit.so # hpc.slurm_adopt:placeholder' in generated
+    assert 'pam_localuser.so' in generated and 'short_circuit' not in generated
+    assert 'mkhomedir.so' in generated           # the feature was kept
+    sshd = open(os.path.join(root, 'etc', 'pam.d', 'sshd')).read()
+    assert 'account substack password-auth # hpc.slurm_adopt:substack' in sshd
+    # the real libpam of the image (1.7, chroot) judged the result
+    pam_task = [t for p in out['plays'] for t in p['tasks']
+                if t['task']['name'].endswith('Put pam_slurm_adopt last in the account stack')][0]
+    guard = pam_task['hosts']['localhost']['guard']
+    assert guard['mode'] == 'libpam' and guard['problems'] == [] and guard['let_in'] == []
+    with open(os.path.join(root, 'var/lib/slurm-adopt/pam/manifest.json')) as handle:
+        assert sorted(json.load(handle)['files']) == ['/etc/pam.d/sshd', '/etc/security/slurm-adopt-access.conf']
+
+    assert authselect(root, 'apply-changes').returncode == 0
+    stats, _out = play(root, extra)
+    assert stats['changed'] == 0
+
+    play(root, dict(extra, adopt_pam_state='absent'))
+    assert authselect(root, 'current', '--raw').stdout.split() == ['sssd', 'with-mkhomedir']
+    assert not os.path.exists(os.path.join(root, 'etc', 'authselect', 'custom', 'slurm-adopt'))
+    after = pam_snapshot(root)
+    after.pop('etc/authselect/authselect.conf', None), before.pop('etc/authselect/authselect.conf', None)
+    assert after == before
