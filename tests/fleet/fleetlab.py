@@ -128,6 +128,27 @@ class Fleet(object):
         """The cluster's one slurm.conf (on the volume every container shares)."""
         return self.must("ctl", "cat /etc/slurm/slurm.conf")
 
+    def stock_slurm_conf(self):
+        """The cluster's slurm.conf as the fresh lab has it (lab/fleet/up.sh's:
+        no Contain, no task/cgroup), the daemons restarted with it when it
+        was not: what a test of the slurm.conf change needs."""
+        with open(os.path.join(STATE, "slurm.conf")) as handle:
+            stock = handle.read()
+        if self.slurm_conf() == stock:
+            return
+        res = run(["podman", "cp", os.path.join(STATE, "slurm.conf"), "saf-ctl:/etc/slurm/slurm.conf"])
+        assert res.ok, res
+        self.must("ctl", "chmod 644 /etc/slurm/slurm.conf && systemctl restart slurmctld")
+        for node in COMPUTE:
+            self.must(node, "systemctl restart slurmd")
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            states = self.exec("ctl", "sinfo -h -N -o '%T'").out.split()
+            if len(states) == 2 and all(s in ("idle", "drained", "draining") for s in states):
+                return
+            time.sleep(1)
+        raise AssertionError("nodes not back after restoring the stock slurm.conf: %s" % self.exec("ctl", "sinfo -N").out)
+
     def daemon_pid(self, node, unit):
         return int(self.must(node, "systemctl show -p MainPID --value %s" % unit).strip())
 
@@ -170,6 +191,8 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
                     "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "False",
                     "ANSIBLE_RETRY_FILES_ENABLED": "False",
                     "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+                    # sudo on a loaded test machine can take longer than the default 10 s
+                    "ANSIBLE_TIMEOUT": "60",
                     "PATH": VENV_BIN + os.pathsep + env.get("PATH", "")})
         argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, "hpc.slurm_adopt." + name] + list(args)
         started = time.time()

@@ -145,6 +145,7 @@ def test_preflight_stops_a_lockout_and_a_failed_login_rolls_back(fleet, pristine
 # ---------------------------------------------------------------------------
 
 def test_rollout(fleet, pristine):
+    fleet.stock_slurm_conf()       # (an earlier site.yml run, even a failed one, set the prerequisites)
     before = {node: fleet.daemon_pid(node, "slurmd") for node in COMPUTE}
     ctld = fleet.daemon_pid("ctl", "slurmctld")
     res = fleet.playbook("site")

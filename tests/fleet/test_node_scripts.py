@@ -4,6 +4,7 @@
 """The node-side scripts of the fleet roles, without the lab: the snapshot
 used for rollbacks, the drift check's PAM analysis and its drain policy."""
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -76,6 +77,27 @@ def test_snapshot_restores_content_modes_links_and_absent_paths(tmp_path):
     assert result["changed"] and not result["failed"], result
     assert _tree(str(tmp_path)) == before
     assert snapshot.restore(snap)["changed"] is False
+
+
+def test_snapshot_restores_a_directory_that_became_a_symlink(tmp_path):
+    """The module directory of a release before 0.2.0 had a real slurm_adopt/
+    package directory; the upgrade turns it into a symlink into current/.  A
+    rollback must put the directory back, not write its files through the
+    link into the new release."""
+    base = tmp_path / "slurm-adopt"
+    (base / "slurm_adopt").mkdir(parents=True)
+    (base / "slurm_adopt" / "flow.py").write_text("old\n")
+    (base / "releases" / "r2" / "slurm_adopt").mkdir(parents=True)
+    (base / "releases" / "r2" / "slurm_adopt" / "flow.py").write_text("new\n")
+    snap = str(tmp_path / "snap")
+    assert snapshot.save(snap, [str(base / "slurm_adopt")])["changed"]
+    os.rename(str(base / "slurm_adopt"), str(tmp_path / "old-package"))
+    os.symlink("releases/r2", str(base / "current"))
+    os.symlink("current/slurm_adopt", str(base / "slurm_adopt"))
+    result = snapshot.restore(snap)
+    assert result["changed"] and not result["failed"], result
+    assert not os.path.islink(str(base / "slurm_adopt")) and (base / "slurm_adopt" / "flow.py").read_text() == "old\n"
+    assert (base / "releases" / "r2" / "slurm_adopt" / "flow.py").read_text() == "new\n"
 
 
 def test_snapshot_save_is_unchanged_when_nothing_differs(tmp_path):
@@ -321,8 +343,8 @@ def test_a_healthy_node_is_green_and_not_drained(monkeypatch, node):
     report, updates = _drain(monkeypatch, node, FakeSlurm(config=dict(
         FakeSlurm().config, SlurmdSpoolDir=node["base"])))
     assert {c["check"]: c["status"] for c in report["checks"]} == {
-        "module_file": "ok", "account_stack": "ok", "pam_systemd": "ok", "logind": "ok",
-        "interface": "ok", "slurm_config": "ok", "stepd_sockets": "ok"}, report
+        "module_file": "ok", "account_stack": "ok", "admin_access": "ok", "bypass": "ok", "pam_systemd": "ok",
+        "logind": "ok", "interface": "ok", "slurm_config": "ok", "stepd_sockets": "ok"}, report
     assert report["action"] == "none" and updates == []
 
 
@@ -431,3 +453,83 @@ def test_unknown_controller_state_is_a_warning_and_never_drains(monkeypatch, nod
     status = {c["check"]: c["status"] for c in report["checks"]}
     assert status["slurm_config"] == "warn" and status["stepd_sockets"] == "warn", status
     assert report["action"] == "unknown" and updates == []
+
+
+ACCESS_HEADER = "# hpc.slurm_adopt: who may log in without a Slurm job\n"
+
+
+def _managed_access(node, rules):
+    """The admin access of role adopt_pam: its own access file, the managed
+    pam_access rule reading it, and adopt_pam's record of what it wrote."""
+    access = os.path.join(node["base"], "slurm-adopt-access.conf")
+    text = ACCESS_HEADER + "".join(r + "\n" for r in rules)
+    with open(access, "w") as handle:
+        handle.write(text)
+    state = os.path.join(node["base"], "pam-state")
+    os.mkdir(state)
+    with open(os.path.join(state, "manifest.json"), "w") as handle:
+        json.dump({"files": {access: {"written_sha256": hashlib.sha256(text.encode()).hexdigest()}}}, handle)
+    path = os.path.join(node["pamd"], "sshd")
+    with open(path) as handle:
+        sshd = handle.read()
+    with open(path, "w") as handle:
+        handle.write(sshd.replace("account required pam_access.so\n",
+                                  "account required pam_access.so accessfile=%s # hpc.slurm_adopt:admin_access\n"
+                                  % access))
+    conf = dict(node["conf"], pam_state_dir=state)
+    with open(node["config"], "w") as handle:
+        json.dump(conf, handle)
+    return access
+
+
+def test_the_admin_access_file_as_written_is_green(monkeypatch, node):
+    _managed_access(node, ["+:root:ALL", "+:(wheel):ALL", "-:ALL:ALL"])
+    report, updates = _drain(monkeypatch, node, FakeSlurm(config=dict(FakeSlurm().config,
+                                                                     SlurmdSpoolDir=node["base"])))
+    status = {c["check"]: c for c in report["checks"]}
+    assert status["admin_access"]["status"] == "ok", status["admin_access"]
+    assert "reads %s" % os.path.join(node["base"], "slurm-adopt-access.conf") in status["admin_access"]["message"]
+    assert updates == []
+
+
+def test_a_missing_admin_access_file_drains(monkeypatch, node):
+    os.unlink(_managed_access(node, ["+:root:ALL", "-:ALL:ALL"]))
+    _fails_and_drains(monkeypatch, node, "admin_access", "is missing: pam_access aborts")
+
+
+def test_an_admin_access_file_rewritten_to_admit_everyone_drains(monkeypatch, node):
+    access = _managed_access(node, ["+:root:ALL", "-:ALL:ALL"])
+    with open(access, "w") as handle:
+        handle.write(ACCESS_HEADER + "+:root:ALL\n")      # a tool dropped the deny-all
+    message = _fails_and_drains(monkeypatch, node, "admin_access", "not what pam_adopt wrote")
+    assert "admits an ordinary user without a job" in message, message
+
+
+def test_a_fail_open_bypass_before_the_adopt_rule_drains(monkeypatch, node):
+    """pam_listfile with onerr=succeed on a list that is not there (an
+    unmounted file system): everybody gets in before the adopt rule."""
+    path = os.path.join(node["pamd"], "sshd")
+    with open(path) as handle:
+        sshd = handle.read()
+    with open(path, "w") as handle:
+        handle.write("account sufficient pam_listfile.so item=user sense=allow onerr=succeed "
+                     "file=/nonexistent/admins\n" + sshd)
+    _fails_and_drains(monkeypatch, node, "bypass", "is missing and onerr=succeed: everybody gets in")
+
+
+class NoSystemctl(FakeSlurm):
+    def __call__(self, argv, timeout):
+        if argv[0] == "systemctl":
+            self.calls.append(argv)
+            return None, "[Errno 2] No such file or directory: 'systemctl'"
+        return FakeSlurm.__call__(self, argv, timeout)
+
+
+def test_a_check_that_cannot_decide_never_drains(monkeypatch, node):
+    """systemctl cannot run: logind is a warning; the node is not drained."""
+    fake = NoSystemctl()
+    fake.config["SlurmdSpoolDir"] = node["base"]
+    report, updates = _drain(monkeypatch, node, fake)
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert status["logind"] == "warn" and "fail" not in status.values(), status
+    assert report["action"] == "none" and updates == []

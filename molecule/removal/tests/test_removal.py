@@ -71,7 +71,6 @@ def test_converge_had_changed_the_node(host):
     converge had done nothing (remove.yml kept what converge left)."""
     converged = host.file(STATE + "/converged.pam").content_string
     assert "pam_slurm_adopt" in converged, converged
-    assert host.file(STATE + "/converged.logind").content_string.strip() == "masked"
     assert "pam_slurm_adopt" not in host.file("/etc/pam.d/sshd").content_string
 
 

@@ -48,6 +48,10 @@ import subprocess
 import sys
 import time
 
+# Run as root from slurmd every few minutes: leave no __pycache__ next to the
+# check and the collection code it loads (the role removes exactly what it installed).
+sys.dont_write_bytecode = True
+
 DEFAULT_CONFIG = "/etc/slurm-adopt/check.json"
 REASON_PREFIX = "slurm-adopt:"
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -57,7 +61,9 @@ DEFAULTS = {
     "module_sha256": None,           # expected sha256 of module_path
     "package_dir": "/usr/lib/slurm-adopt/slurm_adopt",
     "package_digest": None,          # expected digest() of package_dir
+    "root": "/",                     # the node's file system (a tree of an image: its root)
     "pam_dir": "/etc/pam.d",
+    "pam_state_dir": "/var/lib/slurm-adopt/pam",   # role adopt_pam's state (what it wrote)
     "pam_service": "sshd",
     "adopt_match": "pam_slurm_adopt",  # a rule is the adopt rule if module or args contain this
     # rules that may follow the adopt rule / that are allowed to short-circuit
@@ -89,32 +95,62 @@ DEFAULTS = {
 # installed next to this script as slurm_adopt_pam_stack.py
 # ---------------------------------------------------------------------------
 
+# The collection's module_utils this check uses, as installed next to it
+# (slurm_adopt_<name>.py) or, run from the collection itself, in
+# plugins/module_utils/.  They import each other under their collection names
+# (ansible_collections.hpc.slurm_adopt.plugins.module_utils.<name>); those
+# imports are answered with these copies, without touching sys.modules.
 PAM_STACK_NAME = "slurm_adopt_pam_stack.py"
+COLLECTION_UTILS = "ansible_collections.hpc.slurm_adopt.plugins.module_utils"
+UTILS = ("pam_stack", "_pam_eval", "pam_guard", "pam_health")
+_LOADED = {}
 
 
-def _pam_stack_candidates():
+def _util_path(name):
     here = os.path.dirname(os.path.realpath(__file__))
-    yield os.path.join(here, PAM_STACK_NAME)
-    # run from the collection itself (roles/adopt_drift/files/ -> plugins/module_utils/)
-    yield os.path.join(here, "..", "..", "..", "plugins", "module_utils", "pam_stack.py")
+    for cand in (os.path.join(here, "slurm_adopt_%s.py" % name.lstrip("_")),
+                 os.path.join(here, "..", "..", "..", "plugins", "module_utils", name + ".py")):
+        if os.path.isfile(cand):
+            return cand
+    raise ImportError("%s of the collection is not installed next to %s" % (name, __file__))
 
 
-_PAM_STACK = []
+def collection_util(name):
+    """One of UTILS, loaded once, by file path (never from a directory a user
+    could put a module into)."""
+    if name in _LOADED:
+        return _LOADED[name]
+    try:
+        import builtins
+    except ImportError:                      # pragma: no cover (Python 2)
+        import __builtin__ as builtins  # noqa: F401
+    real_import = builtins.__import__
+
+    def _import(mod_name, globs=None, locs=None, fromlist=(), level=0):
+        if mod_name.startswith(COLLECTION_UTILS + "."):
+            return collection_util(mod_name[len(COLLECTION_UTILS) + 1:])
+        return real_import(mod_name, globs, locs, fromlist, level)
+
+    spec = importlib.util.spec_from_file_location("slurm_adopt_check_" + name, _util_path(name))
+    mod = importlib.util.module_from_spec(spec)
+    mod.__dict__["__builtins__"] = dict(builtins.__dict__, __import__=_import)
+    _LOADED[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception:
+        del _LOADED[name]
+        raise
+    return mod
 
 
 def pam_stack(path=None):
-    """The PAM parser module (loaded once, by file path: never from a
-    directory a user could put a module into)."""
-    if _PAM_STACK:
-        return _PAM_STACK[0]
-    for cand in ([path] if path else _pam_stack_candidates()):
-        if cand and os.path.isfile(cand):
-            spec = importlib.util.spec_from_file_location("slurm_adopt_pam_stack", cand)
-            mod = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(mod)
-            _PAM_STACK.append(mod)
-            return mod
-    raise ImportError("the PAM parser %s is not installed next to %s" % (PAM_STACK_NAME, __file__))
+    """The PAM parser (plugins/module_utils/pam_stack.py of the collection)."""
+    if path and "pam_stack" not in _LOADED:
+        spec = importlib.util.spec_from_file_location("slurm_adopt_check_pam_stack", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _LOADED["pam_stack"] = mod
+    return collection_util("pam_stack")
 
 
 def pam_source(conf, source=None):
@@ -122,7 +158,7 @@ def pam_source(conf, source=None):
     suite passes a reader of a remote host)."""
     if source is not None:
         return source
-    return pam_stack().FileSource("/", conf["pam_dir"], conf.get("vendor_dir", "/usr/lib/pam.d"))
+    return pam_stack().FileSource(conf.get("root", "/"), conf["pam_dir"], conf.get("vendor_dir", "/usr/lib/pam.d"))
 
 
 def _where(entry):
@@ -366,6 +402,36 @@ def check_logind(conf):
     return OK, "systemd-logind masked and %s" % active
 
 
+def _account(conf):
+    ps = pam_stack()
+    return ps.effective_stack(pam_source(conf), conf["pam_service"], "account")
+
+
+def check_admin_access(conf):
+    """The admin bypass file the managed pam_access (or pam_listfile) rule
+    reads is there and is what role adopt_pam wrote: a missing access file
+    makes pam_access refuse everyone without a job, root included; a
+    rewritten one may admit everyone."""
+    report = collection_util("pam_health").admin_access_report(
+        conf.get("root", "/"), _account(conf), conf.get("pam_state_dir", "/var/lib/slurm-adopt/pam"))
+    if report["mode"] is None:
+        return OK, "no admin access rule written by role adopt_pam"
+    if report["problems"]:
+        return FAIL, "; ".join(report["problems"])
+    return OK, "%s reads %s, as role adopt_pam wrote it" % (report["mode"], report["file"])
+
+
+def check_bypass(conf):
+    """No rule before the adopt rule lets an ordinary user without a job in
+    (a pam_access whose rules admit everyone, pam_listfile with
+    onerr=succeed on a missing list or sense=deny, a uid bound that reaches
+    the site's first regular uid, a plain short-circuit)."""
+    found = collection_util("pam_health").fail_open_report(conf.get("root", "/"), _account(conf))
+    if found:
+        return FAIL, "; ".join("%s:%d %s: %s" % (f["file"], f["line"], f["text"].strip(), f["why"]) for f in found)
+    return OK, "no rule before the adopt rule lets a user without a job in"
+
+
 def _pam_module_path(name, conf):
     if name.startswith("/"):
         return name if os.path.exists(name) else None
@@ -485,6 +551,8 @@ def check_explain(conf):
 CHECKS = [
     ("module_file", check_module_file),
     ("account_stack", check_account_stack),
+    ("admin_access", check_admin_access),
+    ("bypass", check_bypass),
     ("pam_systemd", check_pam_systemd),
     ("logind", check_logind),
     ("interface", check_interface),

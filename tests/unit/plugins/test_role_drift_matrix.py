@@ -79,8 +79,9 @@ def test_combination_passes_its_own_drift_check(matrix, index):
         config = json.load(handle)
     assert config['logind'] == ('masked' if combo['logind_mask'] else 'any')
     assert config['module_path'] == combo['module_dir'] + '/pam_slurm_adopt.py'
-    assert os.path.isfile(os.path.join(combo['root'], 'check', 'slurm_adopt_pam_stack.py'))
-    only = ['account_stack', 'pam_systemd', 'interface'] + ([] if combo['logind_mask'] else ['logind'])
+    for name in ('pam_stack', 'pam_eval', 'pam_guard', 'pam_health'):
+        assert os.path.isfile(os.path.join(combo['root'], 'check', 'slurm_adopt_%s.py' % name)), name
+    only = ['account_stack', 'admin_access', 'bypass', 'pam_systemd', 'interface'] + ([] if combo['logind_mask'] else ['logind'])
     res = run_check(combo, *only)
     assert res.returncode == 0, '%s\n%s%s' % (combo['name'], res.stdout, res.stderr)
     with open(os.path.join(combo['root'], 'etc', 'pam.d', 'sshd')) as handle:
