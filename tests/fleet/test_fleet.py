@@ -174,7 +174,8 @@ def test_rollout(fleet, pristine):
     # the user Ansible connects as (named only in the ssh config) is protected
     # like root: a new ssh login as it works, and it is in the admin bypass
     for node in COMPUTE:
-        assert re.search(r"^\+:%s:ALL$" % ANSIBLE_USER, fleet.must(node, "cat /etc/security/access.conf"), re.M)
+        assert re.search(r"^\+:%s:ALL$" % ANSIBLE_USER,
+                         fleet.must(node, "cat /etc/security/slurm-adopt-access.conf"), re.M)
     assert all(fleet.is_rolled_out(node) for node in COMPUTE)
 
 
@@ -238,8 +239,8 @@ def test_login_node_is_never_locked(fleet, rolled_out):
 # 6. health
 # ---------------------------------------------------------------------------
 
-EXPECTED_CHECKS = {"module_file", "account_stack", "pam_systemd", "logind", "interface", "slurm_config",
-                   "slurmd", "stepd_sockets", "explain", "pam_live", "module_loads"}
+EXPECTED_CHECKS = {"module_file", "account_stack", "admin_access", "bypass", "pam_systemd", "logind", "interface",
+                   "slurm_config", "slurmd", "stepd_sockets", "explain", "pam_live", "module_loads"}
 
 
 def test_healthcheck_green(fleet, rolled_out):
