@@ -215,8 +215,10 @@ def test_module_removal_is_refused_while_pam_loads_it(safe_base):
 # ---------------------------------------------------------------------------
 
 def _collection_with(base, version):
-    """A copy of the collection whose module differs in one file (a release
-    `version`), as a site's next collection version would."""
+    """A copy of the collection whose module differs in three files (a
+    release `version`), as a site's next collection version would.  (With
+    the file-by-file copy of releases before 0.2.0 a reader saw thousands of
+    mixed views during such an upgrade; with one changed file it cannot.)"""
     root = os.path.join(base, 'coll-%s' % version)
     coll = os.path.join(root, 'ansible_collections', 'hpc', 'slurm_adopt')
     os.makedirs(coll)
@@ -224,8 +226,9 @@ def _collection_with(base, version):
         os.symlink(os.path.join(REPO, name), os.path.join(coll, name))
     shutil.copytree(os.path.join(REPO, 'roles', 'adopt_module'), os.path.join(coll, 'roles', 'adopt_module'),
                     ignore=shutil.ignore_patterns('__pycache__'))
-    with open(os.path.join(coll, 'roles', 'adopt_module', 'files', 'slurm_adopt', 'constants.py'), 'a') as handle:
-        handle.write('\nTEST_RELEASE = %r\n' % version)
+    for name in ('constants.py', 'flow.py', 'stepd.py'):
+        with open(os.path.join(coll, 'roles', 'adopt_module', 'files', 'slurm_adopt', name), 'a') as handle:
+            handle.write('\nTEST_RELEASE = %r\n' % version)
     return root
 
 
