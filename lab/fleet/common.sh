@@ -2,9 +2,12 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034
 NET=saf-net
+# /etc/slurm of every container: one podman volume, as a site shares it over
+# NFS (or Bright's /cm/shared): one slurm.conf, written by whichever host edits it.
+SLURM_VOLUME=saf-slurm-etc
 CONTAINERS=(saf-ctl saf-node1 saf-node2 saf-login)
 declare -A HOSTS=([saf-ctl]=ctl [saf-node1]=node1 [saf-node2]=node2 [saf-login]=login)
-USERS=(fleetalice fleetbob fleetadmin)
+USERS=(fleetalice fleetbob fleetadmin fleetops)
 STATE=${FLEET_STATE:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/.state}
 FLEET_WAIT=${FLEET_WAIT:-90}
 

@@ -107,7 +107,7 @@ in_node saf-ctl scancel "$job" >/dev/null 2>&1
 step "4/5 Health check: ansible-playbook playbooks/healthcheck.yml"
 t=$SECONDS
 ansible-playbook -i "$STATE/inventory.yml" "$COLL/ansible_collections/hpc/slurm_adopt/playbooks/healthcheck.yml" \
-    -e "fleet_health_json=$LOGS/health.json" > "$LOGS/healthcheck.log" 2>&1
+    -e "slurm_adopt_health_json=$LOGS/health.json" > "$LOGS/healthcheck.log" 2>&1
 hc=$?
 sed -n '/TASK \[Health table\]/,/^}/p' "$LOGS/healthcheck.log" | grep -E '^ +"' \
     | grep -v '"msg"' | sed -e 's/^ *"//' -e 's/",\?$//' | cut -c1-150 | sed 's/^/   /'

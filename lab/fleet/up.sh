@@ -8,9 +8,13 @@
 #   saf-login  (hostname login)  sshd, no slurmd   login
 #
 # Users on every node (same uids, key-only ssh between the nodes): fleetalice,
-# fleetbob (users), fleetadmin (group fleetwheel: the admin group).  Nodes
-# are stock Debian otherwise: pam_systemd is in common-session, logind runs,
-# /etc/pam.d/sshd is Debian's: the rollout (playbooks/site.yml) has real work.
+# fleetbob (users), fleetadmin (group fleetwheel: the admin group), fleetops
+# (what Ansible connects as: sudo without a password, not an admin, named only
+# in an ssh config as sites do, never in ansible_user).  Nodes are stock
+# Debian otherwise: pam_systemd is in common-session, logind runs,
+# /etc/pam.d/sshd is Debian's, and slurm.conf (one file on a volume shared by
+# all four, as over NFS) lacks PrologFlags=Contain and task/cgroup: the
+# rollout (playbooks/site.yml) has real work.
 #
 # Idempotent: containers that exist and answer are kept (FLEET_FRESH=1 to
 # recreate them).  Writes lab/fleet/.state/inventory.yml for ansible-playbook.
@@ -32,11 +36,17 @@ if [ -z "${FLEET_IMAGE:-}" ]; then
 fi
 log "image $FLEET_IMAGE"
 
-# ----------------------------------------------------------------- network
+# ----------------------------------------------------------------- network, volume
 if ! podman network exists "$NET"; then
     podman network create --internal "$NET" >/dev/null
     log "created internal network $NET"
 fi
+if [ "${FLEET_FRESH:-0}" = 1 ]; then
+    podman rm -f -t 2 "${CONTAINERS[@]}" >/dev/null 2>&1 || true
+    podman volume rm -f "$SLURM_VOLUME" >/dev/null 2>&1 || true
+    rm -f "$STATE/baseline.json"     # the fleet tests' record of the stock nodes
+fi
+podman volume exists "$SLURM_VOLUME" || podman volume create "$SLURM_VOLUME" >/dev/null
 
 # ----------------------------------------------------------------- secrets
 [ -s "$STATE/munge.key" ] || { dd if=/dev/urandom of="$STATE/munge.key" bs=1024 count=1 status=none; chmod 600 "$STATE/munge.key"; }
@@ -47,9 +57,6 @@ done
 # ----------------------------------------------------------------- containers
 start_container() {
     local c=$1 h=${HOSTS[$1]}
-    if [ "${FLEET_FRESH:-0}" = 1 ]; then
-        podman rm -f -t 2 "$c" >/dev/null 2>&1 || true
-    fi
     if [ "$(podman inspect -f '{{.State.Running}}' "$c" 2>/dev/null)" = true ]; then
         return 0
     fi
@@ -57,6 +64,7 @@ start_container() {
     podman run -d --name "$c" --hostname "$h" --network "$NET" --network-alias "$h" \
         --label slurm-adopt-lab=fleet \
         --runtime runc --privileged --systemd=always --cgroupns=private \
+        -v "$SLURM_VOLUME:/etc/slurm" \
         --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
         "$FLEET_IMAGE" >/dev/null
     log "started $c ($h)"
@@ -97,16 +105,13 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ProctrackType=proctrack/cgroup
-TaskPlugin=task/cgroup,task/affinity
+TaskPlugin=task/affinity
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 ReturnToService=2
 SlurmdTimeout=60
 InactiveLimit=0
 KillWait=5
-HealthCheckProgram=/usr/sbin/slurm-adopt-healthcheck
-HealthCheckInterval=60
-HealthCheckNodeState=ANY
 ${FLEET_PROLOGFLAGS:+PrologFlags=$FLEET_PROLOGFLAGS}
 NodeName=node[1-2] CPUs=2 RealMemory=1000 State=UNKNOWN
 PartitionName=batch Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
@@ -121,17 +126,16 @@ EOF
 setup_node() {
     local c=$1 h=${HOSTS[$1]}
     podman cp "$STATE/munge.key" "$c:/etc/munge/munge.key"
-    podman cp "$STATE/slurm.conf" "$c:/etc/slurm/slurm.conf.new"
-    podman cp "$STATE/cgroup.conf" "$c:/etc/slurm/cgroup.conf"
     podman cp "$STATE/hosts" "$c:/tmp/fleet-hosts"
     podman cp "$STATE/root.pub" "$c:/tmp/fleet-root.pub"
     for u in "${USERS[@]}"; do
         podman cp "$STATE/$u" "$c:/tmp/fleet-key-$u"
         podman cp "$STATE/$u.pub" "$c:/tmp/fleet-key-$u.pub"
     done
-    podman exec -i -e FLEET_HOST="$h" "$c" bash -s <<'EOS'
+    podman exec -i -e FLEET_HOST="$h" -e FLEET_CHANGED="$CHANGED" "$c" bash -s <<'EOS'
 set -eu
 h=$FLEET_HOST
+changed=$FLEET_CHANGED
 # /etc/hosts: ours first, podman's own entries kept
 grep -v -E ' (ctl|node1|node2|login)$' /etc/hosts > /tmp/hosts.new || true
 cat /tmp/fleet-hosts >> /tmp/hosts.new
@@ -142,7 +146,10 @@ mk() { getent passwd "$1" >/dev/null || useradd -m -s /bin/bash -u "$2" ${3:+-G 
 mk fleetalice 31001
 mk fleetbob 31002
 mk fleetadmin 31005 fleetwheel
-for u in fleetalice fleetbob fleetadmin; do
+mk fleetops 31006
+printf 'fleetops ALL=(ALL) NOPASSWD: ALL\n' > /etc/sudoers.d/fleetops
+chmod 440 /etc/sudoers.d/fleetops
+for u in fleetalice fleetbob fleetadmin fleetops; do
     d=/home/$u/.ssh
     install -d -o "$u" -g "$u" -m 700 "$d"
     install -o "$u" -g "$u" -m 600 "/tmp/fleet-key-$u" "$d/id_ed25519"
@@ -159,13 +166,6 @@ printf 'Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  Lo
 mkdir -p /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /var/log/slurm
 chown slurm:slurm /var/lib/slurm/slurmctld /var/log/slurm
 chmod 755 /var/log/slurm
-changed=0
-if ! cmp -s /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; then
-    mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; changed=1
-else
-    rm -f /etc/slurm/slurm.conf.new
-fi
-chmod 644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf
 # Other labs on this machine kill daemons by name from the host (their pid
 # filters cannot tell a container's munged from theirs): come back by itself.
 for s in munge slurmd slurmctld ssh; do
@@ -193,6 +193,14 @@ fi
 echo "$role" > /etc/fleet-role
 EOS
 }
+# one slurm.conf for all four (the shared volume)
+podman cp "$STATE/slurm.conf" saf-ctl:/etc/slurm/slurm.conf.new
+podman cp "$STATE/cgroup.conf" saf-ctl:/etc/slurm/cgroup.conf
+CHANGED=$(podman exec saf-ctl sh -c 'set -e
+    if cmp -s /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; then rm -f /etc/slurm/slurm.conf.new; echo 0
+    else mv /etc/slurm/slurm.conf.new /etc/slurm/slurm.conf; echo 1; fi
+    rm -f /etc/slurm/slurm.conf.bak* /etc/slurm/slurm.conf.*~ 2>/dev/null || true
+    chmod 644 /etc/slurm/slurm.conf /etc/slurm/cgroup.conf')
 for c in "${CONTAINERS[@]}"; do setup_node "$c"; done
 podman cp "$STATE/fleetadmin" saf-login:/root/.ssh/fleetadmin_key
 podman exec saf-login chmod 600 /root/.ssh/fleetadmin_key
@@ -211,25 +219,33 @@ podman exec saf-ctl sh -c "sinfo -h -N -t drain,drained,draining -o '%N|%E'" | w
 done
 
 # ----------------------------------------------------------------- inventory
+# As a site would write it: its own group names (given to the collection in
+# group_vars/all), and the user Ansible connects as only in an ssh config
+# (no ansible_user anywhere).
 ip_of() { podman inspect -f "{{(index .NetworkSettings.Networks \"$NET\").IPAddress}}" "$1"; }
+{
+    printf 'Host *\n  User fleetops\n  IdentityFile %s/fleetops\n  IdentitiesOnly yes\n' "$STATE"
+    printf '  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n'
+} > "$STATE/ssh_config_ansible"
 if [ "${FLEET_CONNECTION:-ssh}" = podman ]; then
-    CONN="    ansible_connection: containers.podman.podman"
+    CONN="    ansible_connection: containers.podman.podman
+    ansible_user: root
+    slurm_adopt_probe: false"
     hostvars() { echo "        $1:"; }
 else
     # This machine reaches its own containers on the internal network through
     # the bridge: real ssh, as in production (and much faster than podman exec).
     CONN="    ansible_connection: ssh
-    ansible_ssh_private_key_file: $STATE/root
-    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR
+    ansible_ssh_common_args: -F $STATE/ssh_config_ansible
     ansible_ssh_pipelining: true"
     hostvars() { printf '        %s:\n          ansible_host: %s\n' "$1" "$(ip_of "$1")"; }
 fi
 {
     printf -- '---\n# fleet lab inventory (written by lab/fleet/up.sh)\nall:\n  vars:\n%s\n' "$CONN"
-    printf '    ansible_python_interpreter: /usr/bin/python3\n    ansible_user: root\n    fleet_lab_state: %s\n  children:\n' "$STATE"
-    printf '    slurm_controller:\n      hosts:\n%s\n' "$(hostvars saf-ctl)"
-    printf '    slurm_compute:\n      hosts:\n%s\n%s\n' "$(hostvars saf-node1)" "$(hostvars saf-node2)"
-    printf '    slurm_login:\n      hosts:\n%s\n' "$(hostvars saf-login)"
+    printf '    ansible_python_interpreter: /usr/bin/python3\n    fleet_lab_state: %s\n  children:\n' "$STATE"
+    printf '    hpc_controller:\n      hosts:\n%s\n' "$(hostvars saf-ctl)"
+    printf '    hpc_compute:\n      hosts:\n%s\n%s\n' "$(hostvars saf-node1)" "$(hostvars saf-node2)"
+    printf '    hpc_login:\n      hosts:\n%s\n' "$(hostvars saf-login)"
 } > "$STATE/inventory.yml"
 # ssh config for testinfra (pytest --ssh-config) and for people
 printf 'Host *\n  User root\n  IdentityFile %s/root\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n' \

@@ -3,7 +3,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """pytest hooks of the fleet tests (helpers and fixtures: fleetlab.py)."""
 
-from fleetlab import baseline, fleet  # noqa: F401  pylint: disable=unused-import
+from fleetlab import baseline, fleet, pristine, rolled_out  # noqa: F401  pylint: disable=unused-import
 
 
 def pytest_configure(config):

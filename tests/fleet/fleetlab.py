@@ -8,6 +8,13 @@ The lab must be up (lab/fleet/test.sh brings it up fresh, runs these tests
 and tears it down).  Without it the tests fail, unless FLEET_LAB_OPTIONAL=1
 (then they skip).
 
+The tests do not depend on their order: a test that needs the stock nodes
+takes the `pristine` fixture (which runs remove.yml when the nodes carry the
+rollout), one that needs the rollout takes `rolled_out` (which runs site.yml
+when they do not, or when a node is drifted or drained).  The files of the
+stock nodes are recorded once, on a lab that is known to be fresh, in
+$STATE/baseline.json.
+
 The playbooks run from a snapshot of the collection taken when the session
 starts (ANSIBLE_COLLECTIONS_PATH), so that edits to the working tree during
 the run cannot change what is deployed half-way through.
@@ -20,6 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from xml.etree import ElementTree
 
 import pytest
 
@@ -29,9 +37,14 @@ INVENTORY = os.path.join(STATE, "inventory.yml")
 VENV_BIN = os.path.join(REPO, ".venv", "bin")
 CONTAINERS = {"ctl": "saf-ctl", "node1": "saf-node1", "node2": "saf-node2", "login": "saf-login"}
 COMPUTE = ("node1", "node2")
-# What a rollout may change on a compute node, and what a removal must restore.
+# What a rollout may change on a compute node, and what a removal must restore
+# (the module and the drift check, /usr/lib/slurm-adopt, must be gone; the
+# rollout's state below /var/lib/slurm-adopt and /etc/slurm-adopt too).
 WATCHED = ["/etc/pam.d", "/etc/security", "/usr/share/pam-configs", "/var/lib/pam",
-           "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d"]
+           "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d", "/usr/lib/slurm-adopt",
+           "/var/lib/slurm-adopt", "/etc/slurm-adopt", "/usr/sbin/slurm-adopt-healthcheck",
+           "/etc/systemd/system/systemd-logind.service"]
+ANSIBLE_USER = "fleetops"       # what the lab's ssh config (not ansible_user) connects as
 
 
 class Result(object):
@@ -111,6 +124,44 @@ class Fleet(object):
         while time.time() < deadline and self.exec("ctl", "squeue -h").out.strip():
             time.sleep(0.5)
 
+    def slurm_conf(self):
+        """The cluster's one slurm.conf (on the volume every container shares)."""
+        return self.must("ctl", "cat /etc/slurm/slurm.conf")
+
+    def stock_slurm_conf(self):
+        """The cluster's slurm.conf as the fresh lab has it (lab/fleet/up.sh's:
+        no Contain, no task/cgroup), the daemons restarted with it when it
+        was not: what a test of the slurm.conf change needs."""
+        with open(os.path.join(STATE, "slurm.conf")) as handle:
+            stock = handle.read()
+        if self.slurm_conf() == stock:
+            return
+        res = run(["podman", "cp", os.path.join(STATE, "slurm.conf"), "saf-ctl:/etc/slurm/slurm.conf"])
+        assert res.ok, res
+        self.must("ctl", "chmod 644 /etc/slurm/slurm.conf && systemctl restart slurmctld")
+        for node in COMPUTE:
+            self.must(node, "systemctl restart slurmd")
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            states = self.exec("ctl", "sinfo -h -N -o '%T'").out.split()
+            if len(states) == 2 and all(s in ("idle", "drained", "draining") for s in states):
+                return
+            time.sleep(1)
+        raise AssertionError("nodes not back after restoring the stock slurm.conf: %s" % self.exec("ctl", "sinfo -N").out)
+
+    def daemon_pid(self, node, unit):
+        return int(self.must(node, "systemctl show -p MainPID --value %s" % unit).strip())
+
+    def is_rolled_out(self, node):
+        """The rollout is in place and healthy on the node (adopt rule, module,
+        drift check green, not drained by it)."""
+        res = self.exec(node, "/usr/sbin/slurm-adopt-healthcheck --dry-run", env={"SLURMD_NODENAME": node})
+        return res.ok and "action: none" in res.out and "FAIL" not in res.out
+
+    def is_pristine(self, node):
+        return (not self.exec(node, "test -e /usr/lib/slurm-adopt").ok
+                and "pam_slurm_adopt" not in self.exec(node, "grep -rh pam_slurm_adopt /etc/pam.d").out)
+
     def node_state(self, node):
         out = self.must("ctl", "scontrol show node %s" % node)
         state = re.search(r"State=(\S+)", out).group(1)
@@ -134,15 +185,16 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
         return dict(_fp_line(line) for line in self.must(node, script).splitlines() if line)
 
     # -- ansible ------------------------------------------------------------
-    def playbook(self, name, *args, timeout=900):
+    def playbook(self, name, *args, timeout=900, collections=None, inventory=INVENTORY):
         env = dict(os.environ)
-        env.update({"ANSIBLE_COLLECTIONS_PATH": self.collections_dir, "ANSIBLE_NOCOLOR": "1",
+        env.update({"ANSIBLE_COLLECTIONS_PATH": collections or self.collections_dir, "ANSIBLE_NOCOLOR": "1",
                     "ANSIBLE_FORCE_COLOR": "0", "ANSIBLE_HOST_KEY_CHECKING": "False",
                     "ANSIBLE_RETRY_FILES_ENABLED": "False",
+                    "ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
+                    # sudo on a loaded test machine can take longer than the default 10 s
+                    "ANSIBLE_TIMEOUT": "60",
                     "PATH": VENV_BIN + os.pathsep + env.get("PATH", "")})
-        path = os.path.join(self.collections_dir, "ansible_collections", "hpc", "slurm_adopt",
-                            "playbooks", name + ".yml")
-        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", INVENTORY, path] + list(args)
+        argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, "hpc.slurm_adopt." + name] + list(args)
         started = time.time()
         res = run(argv, timeout=timeout, env=env)
         log = os.path.join(self.log_dir, "%s-%d.log" % (name, int(started)))
@@ -152,21 +204,41 @@ echo "logind $(systemctl is-enabled systemd-logind 2>&1 | tail -n1) $(systemctl 
         res.seconds = time.time() - started
         return res
 
-    def testinfra(self, *nodes):
+    def testinfra(self, *nodes, select=None):
         """The shipped testinfra suite (tests/testinfra of the collection
-        snapshot) over real ssh, as a site would run it."""
+        snapshot) over real ssh, as a site would run it.  Returns the Result
+        with .outcomes: {test name: outcome} read from its junit report."""
         hosts = ",".join("ssh://%s" % self.address(n) for n in nodes)
-        return run([os.path.join(VENV_BIN, "pytest"), "-p", "no:cacheprovider", "-o", "addopts=",
-                    "-q", "-rf", "--ssh-config=%s" % os.path.join(STATE, "ssh_config"),
-                    "--hosts=%s" % hosts,
-                    os.path.join(self.collections_dir, "ansible_collections", "hpc", "slurm_adopt",
-                                 "tests", "testinfra")], timeout=300)
+        report = os.path.join(self.log_dir, "testinfra-%d.xml" % int(time.time() * 1000))
+        argv = [os.path.join(VENV_BIN, "pytest"), "-p", "no:cacheprovider", "-o", "addopts=",
+                "-q", "-rf", "--junitxml=%s" % report, "--ssh-config=%s" % os.path.join(STATE, "ssh_config"),
+                "--hosts=%s" % hosts]
+        if select:
+            argv += ["-k", select]
+        res = run(argv + [os.path.join(self.collections_dir, "ansible_collections", "hpc", "slurm_adopt",
+                                       "tests", "testinfra")], timeout=300)
+        res.outcomes = junit_outcomes(report)
+        return res
 
     def address(self, node):
         with open(INVENTORY) as handle:
             text = handle.read()
         match = re.search(r"%s:\s*\n\s*ansible_host: (\S+)" % CONTAINERS[node], text)
         return match.group(1)
+
+
+def junit_outcomes(path):
+    """{test id: 'passed' | 'failed' | 'skipped' | 'error'} of a junit XML report."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for case in ElementTree.parse(path).getroot().iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error", "skipped"):
+                outcome = {"failure": "failed"}.get(child.tag, child.tag)
+        out["%s::%s" % (case.get("classname", "").rsplit(".", 1)[-1], case.get("name"))] = outcome
+    return out
 
 
 def _fp_line(line):
@@ -219,8 +291,48 @@ def fleet(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def baseline(fleet):
-    """The compute nodes' watched files before any rollout of this session."""
-    return {node: fleet.fingerprint(node) for node in COMPUTE}
+    """The compute nodes' watched files as the fresh lab has them: recorded
+    once (in $STATE/baseline.json, removed by a fresh up.sh) while the nodes
+    are known to be stock."""
+    path = os.path.join(STATE, "baseline.json")
+    if os.path.exists(path):
+        with open(path) as handle:
+            return json.load(handle)
+    for node in COMPUTE:
+        assert fleet.is_pristine(node), (
+            "%s carries the rollout and no baseline was recorded: bring the lab up fresh "
+            "(FLEET_FRESH=1 lab/fleet/up.sh, or lab/fleet/test.sh)" % node)
+    data = {node: fleet.fingerprint(node) for node in COMPUTE}
+    with open(path, "w") as handle:
+        json.dump(data, handle)
+    return data
+
+
+@pytest.fixture
+def pristine(fleet, baseline):
+    """The compute nodes as stock Debian (remove.yml first when needed)."""
+    if not all(fleet.is_pristine(node) for node in COMPUTE):
+        res = fleet.playbook("remove")
+        assert res.rc == 0, res.log
+    for node in COMPUTE:
+        if "DRAIN" in fleet.node_state(node)[0]:
+            fleet.must("ctl", "scontrol update NodeName=%s State=RESUME" % node)
+        left = diff_fingerprints(baseline[node], fleet.fingerprint(node))
+        assert left == [], (node, left)
+    return baseline
+
+
+@pytest.fixture
+def rolled_out(fleet):
+    """The rollout in place and green on both compute nodes (site.yml first
+    when needed)."""
+    if not all(fleet.is_rolled_out(node) for node in COMPUTE):
+        res = fleet.playbook("site")
+        assert res.rc == 0, res.log
+        for node in COMPUTE:
+            out = fleet.exec(node, "/usr/sbin/slurm-adopt-healthcheck", env={"SLURMD_NODENAME": node}).out
+            assert fleet.is_rolled_out(node), out
+    fleet.cancel_all()
 
 
 def diff_fingerprints(before, after):
@@ -231,7 +343,19 @@ def diff_fingerprints(before, after):
     return out
 
 
-def health_json(fleet, res):
-    path = os.path.join(fleet.log_dir, "health.json")
-    with open(path) as handle:
-        return json.load(handle)
+def write_inventory(directory, host_vars=None, extra_hosts=None):
+    """A copy of the lab's inventory (and its group_vars) with host_vars of a
+    test's own, as a site would set per-host values."""
+    os.makedirs(os.path.join(directory, "host_vars"), exist_ok=True)
+    shutil.copytree(os.path.join(STATE, "group_vars"), os.path.join(directory, "group_vars"), dirs_exist_ok=True)
+    with open(INVENTORY) as handle:
+        text = handle.read()
+    for group, host in (extra_hosts or []):
+        text = text.replace("    %s:\n      hosts:\n" % group, "    %s:\n      hosts:\n        %s:\n" % (group, host), 1)
+    path = os.path.join(directory, "inventory.yml")
+    with open(path, "w") as handle:
+        handle.write(text)
+    for host, values in (host_vars or {}).items():
+        with open(os.path.join(directory, "host_vars", host + ".yml"), "w") as handle:
+            json.dump(values, handle)
+    return path

@@ -1,11 +1,17 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The fleet scenario, end to end, on the podman lab (lab/fleet): one
-controller, two compute nodes, one login node, real munge, Slurm 22.05, sshd
-and PAM.  The tests run in order and build on each other, like an admin's
-day: a rollout stopped by the lockout pre-flight, a rollout rolled back by
-the fresh-ssh probe, the real rollout, logins, drift, repair, removal.
+"""The fleet scenario on the podman lab (lab/fleet): one controller, two
+compute nodes, one login node, real munge, Slurm 22.05, sshd and PAM, one
+slurm.conf shared by all four (a volume, as over NFS), and the inventory a
+site writes: its own group names and batch sizes in group_vars/all, and the
+user Ansible connects as (fleetops, a sudoer, not an admin) only in an ssh
+config.
+
+Each test brings the nodes into the state it needs (fixtures `pristine` and
+`rolled_out` of fleetlab.py), so any one of them runs alone; the order below
+only saves playbook runs.  slurmd never runs HealthCheckProgram by itself
+here (HealthCheckInterval=0): the tests run the hook when they mean to.
 
 Run with lab/fleet/test.sh (fresh lab, these tests, teardown).
 """
@@ -13,10 +19,11 @@ Run with lab/fleet/test.sh (fresh lab, these tests, teardown).
 import json
 import os
 import re
+import shutil
 
 import pytest
 
-from fleetlab import COMPUTE, diff_fingerprints
+from fleetlab import ANSIBLE_USER, COMPUTE, diff_fingerprints, snapshot_collection, write_inventory
 
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
 pytestmark = pytest.mark.fleet
@@ -24,7 +31,7 @@ pytestmark = pytest.mark.fleet
 
 def rollout_touched(output, host):
     """Did the rollout play (not the Slurm prerequisites) run a task on host?"""
-    rollout = output.split("PLAY [Roll pam_slurm_adopt out", 1)[-1]
+    rollout = output.split("PLAY [Roll pam_slurm_adopt out", 1)[-1].split("PLAY [Login and controller", 1)[0]
     return ("[%s]" % host) in rollout or ("[%s ->" % host) in rollout
 
 
@@ -33,114 +40,194 @@ def job_of(cgroup_text):
     return int(match.group(1)) if match else None
 
 
+def run_drift_hook(fleet, node):
+    """What slurmd's HealthCheckProgram does on the node."""
+    return fleet.exec(node, "/usr/sbin/slurm-adopt-healthcheck", env={"SLURMD_NODENAME": node})
+
+
+def summary(output):
+    return dict(re.findall(r'"msg": "(saf-\S+): ([^"]*)"', output.split("PLAY [Summary]", 1)[-1]))
+
+
 # ---------------------------------------------------------------------------
-# 1. the lockout pre-flight stops the canary, nothing changes
+# 1. the inventory checks of play 1 (nothing touches a node)
 # ---------------------------------------------------------------------------
 
-def test_preflight_catches_admin_group_lockout(fleet, baseline):
-    """The access rules name the wrong admin group ('wheel' instead of the
-    site's 'fleetwheel'): pamtester on the staged stack refuses fleetadmin,
-    the canary stops before anything is live, node2 is never touched."""
-    res = fleet.playbook("site", "-e", json.dumps(
-        {"fleet_access_rules": ["+:root:ALL", "+:(wheel):ALL", "-:ALL:ALL"]}))
+@pytest.mark.parametrize("case", ["renamed setting", "compute and login", "no compute group",
+                                  "settings differ per host"])
+def test_inventory_guards_stop_the_run_before_anything(fleet, tmp_path, case):
+    args, host_vars, extra = [], {}, []
+    if case == "renamed setting":
+        args = ["-e", "fleet_canary=1"]
+        want = "fleet_canary -> slurm_adopt_canary"
+    elif case == "compute and login":
+        extra = [("hpc_compute", "saf-login")]
+        want = "in the compute group 'hpc_compute' AND in the login/controller groups"
+    elif case == "no compute group":
+        args = ["-e", "slurm_adopt_compute_group=compute"]
+        want = "The compute group 'compute' (slurm_adopt_compute_group) has no hosts"
+    else:
+        host_vars = {"saf-node2": {"slurm_adopt_batch": 5}}
+        want = "The play-level settings"
+    inventory = write_inventory(str(tmp_path), host_vars, extra)
+    res = fleet.playbook("site", *args, inventory=inventory)
+    assert res.rc != 0, res.log
+    assert want in res.out, res.out[-3000:]
+    assert "PLAY [Slurm prerequisites" not in res.out or "no hosts matched" in res.out.split(
+        "PLAY [Slurm prerequisites", 1)[1].split("TASK", 1)[0], res.log
+
+
+# ---------------------------------------------------------------------------
+# 2. check mode on fresh nodes: no pamtester, no pam_python yet
+# ---------------------------------------------------------------------------
+
+def test_check_mode_on_fresh_nodes_shows_the_change_and_changes_nothing(fleet, pristine):
+    """A careful site's first command.  The nodes have no pamtester (a stock
+    node has none) and, for this test, no pam_python.so either: the pre-flight
+    asks the node's libpam itself and must pass; the PAM diffs are shown;
+    nothing changes."""
+    conf = fleet.slurm_conf()
+    hidden = []
+    try:
+        for node in COMPUTE:
+            so = fleet.must(node, "dpkg -L libpam-python | grep 'pam_python.so$'").strip()
+            fleet.must(node, "mv %s %s.hidden-by-test && ! command -v pamtester" % (so, so))
+            hidden.append((node, so))
+        res = fleet.playbook("site", "--check", "--diff")
+    finally:
+        for node, so in hidden:
+            fleet.must(node, "mv %s.hidden-by-test %s" % (so, so))
+    assert res.rc == 0, res.log
+    assert "DENIED" not in res.out and "LET IN" not in res.out, res.log
+    for host in ("saf-node1", "saf-node2"):
+        assert "pre-flight passed on %s" % host in res.out, res.log
+        assert summary(res.out)[host] == "would be adopted (check mode)", res.log
+    assert re.search(r"^\+account\s+sufficient\s+pam_python\.so", res.out, re.M), res.log
+    assert "+PrologFlags=" in res.out or "PrologFlags=Contain" in res.out, res.log   # the slurm.conf diff
+    assert fleet.slurm_conf() == conf
+    for node in COMPUTE:
+        assert diff_fingerprints(pristine[node], fleet.fingerprint(node)) == [], node
+
+
+# ---------------------------------------------------------------------------
+# 3. the pre-flight stops a lockout; a failed fresh login rolls back
+# ---------------------------------------------------------------------------
+
+def test_preflight_stops_a_lockout_and_a_failed_login_rolls_back(fleet, pristine, tmp_path):
+    """One run, both nodes in one batch, each with a mistake of its own
+    (host_vars), and max_fail_percentage 100 so that both are tried:
+      node1: the access rules name the wrong admin group ('wheel' instead of
+             the site's 'fleetwheel'): the node's libpam refuses fleetadmin on
+             the staged stack, node1 stops before anything is live;
+      node2: admins may log in only from 192.0.2.0/24: the pre-flight (from
+             192.0.2.10) passes, the real fresh ssh login as fleetadmin from
+             this machine is refused, node2 is rolled back."""
+    rules = ["+:root:ALL", "+:%s:ALL" % ANSIBLE_USER]
+    inventory = write_inventory(str(tmp_path), {
+        "saf-node1": {"slurm_adopt_access_rules": rules + ["+:(wheel):ALL", "-:ALL:ALL"]},
+        "saf-node2": {"slurm_adopt_access_rules": rules + ["+:(fleetwheel):192.0.2.0/24", "-:ALL:ALL"]}})
+    res = fleet.playbook("site", "-e", "slurm_adopt_max_fail_percentage=100", inventory=inventory)
     assert res.rc != 0, res.log
     assert "LOCKOUT PRE-FLIGHT failed on saf-node1" in res.out, res.log
     assert "fleetadmin would be DENIED by the new stack" in res.out, res.log
-    assert not rollout_touched(res.out, "saf-node2"), res.log
+    assert "pre-flight passed on saf-node2" in res.out, res.log
+    assert "saf-node2 ROLLED BACK" in res.out and "fresh ssh login as fleetadmin" in res.out, res.log
+    # (every compute node failed, so Ansible ends the run before the summary)
     for node in COMPUTE:
-        assert diff_fingerprints(baseline[node], fleet.fingerprint(node)) == [], node
-    # and users are not affected: a user without a job still gets in (stock stack)
-    assert fleet.ssh("login", "fleetbob", "node1").ok
+        assert diff_fingerprints(pristine[node], fleet.fingerprint(node)) == [], node
+        assert "DRAIN" not in fleet.node_state(node)[0]
+    # users are not affected: a user without a job still gets in (stock stack)
+    assert fleet.ssh("login", "fleetbob", "node2").ok
 
 
 # ---------------------------------------------------------------------------
-# 2. a failure after the change rolls the host back
+# 4. the rollout, as the lab's inventory sets it up
 # ---------------------------------------------------------------------------
 
-def test_failed_fresh_login_rolls_the_host_back(fleet, baseline):
-    """Admins may only log in from the management network 192.0.2.0/24.
-    The pre-flight (pamtester from 192.0.2.10) passes, but the real fresh
-    ssh login as fleetadmin from this machine is refused by the new stack:
-    the canary restores its previous files and fails clearly."""
-    res = fleet.playbook("site", "-e", json.dumps(
-        {"fleet_access_rules": ["+:root:ALL", "+:(fleetwheel):192.0.2.0/24", "-:ALL:ALL"]}))
-    assert res.rc != 0, res.log
-    assert "pre-flight passed on saf-node1" in res.out, res.log
-    assert "saf-node1 ROLLED BACK" in res.out, res.log
-    assert "fresh ssh login as fleetadmin" in res.out, res.log
-    assert not rollout_touched(res.out, "saf-node2"), res.log
-    for node in COMPUTE:
-        assert diff_fingerprints(baseline[node], fleet.fingerprint(node)) == [], node
-    # back to the stock stack: logind runs, a user without a job gets in,
-    # and the drift check left with the rollback (it drains nothing)
-    assert fleet.ssh("login", "fleetbob", "node1").ok
-    assert not fleet.exec("node1", "test -e /usr/sbin/slurm-adopt-healthcheck").ok
-    assert "DRAIN" not in fleet.node_state("node1")[0]
-
-
-# ---------------------------------------------------------------------------
-# 3. the rollout
-# ---------------------------------------------------------------------------
-
-def test_rollout(fleet):
+def test_rollout(fleet, pristine):
+    fleet.stock_slurm_conf()       # (an earlier site.yml run, even a failed one, set the prerequisites)
+    before = {node: fleet.daemon_pid(node, "slurmd") for node in COMPUTE}
+    ctld = fleet.daemon_pid("ctl", "slurmctld")
     res = fleet.playbook("site")
     assert res.rc == 0, res.log
+    result = summary(res.out)
+    assert result == {"saf-node1": "adopted", "saf-node2": "adopted",
+                      "saf-ctl": "left alone (login/controller)", "saf-login": "left alone (login/controller)"}, result
     for host in ("saf-node1", "saf-node2"):
-        assert "pre-flight passed on %s" % host in res.out
-        assert "%s: adopted" % host in res.out
-    assert "saf-login: left alone (login/controller)" in res.out
-    assert "saf-ctl: left alone (login/controller)" in res.out
+        assert "pre-flight passed on %s" % host in res.out, res.log
+        assert "a fresh ssh login as %s works after the change" % ANSIBLE_USER in res.out, res.log
+    # group_vars/all asked for one batch of both nodes (the default is 1, then 25%)
+    assert "in batches of 2, then 1" in res.out, res.log
+    assert len(re.findall(r"^TASK \[Gathering Facts\]", res.out.split("PLAY [Roll pam_slurm_adopt out", 1)[1].split(
+        "PLAY [Login", 1)[0], re.M)) == 1, res.log
+    # the shared slurm.conf was edited once, and still every slurmd was restarted
+    # for the new TaskPlugin, and slurmctld too
+    conf = fleet.slurm_conf()
+    assert re.search(r"^TaskPlugin=task/affinity,task/cgroup$", conf, re.M), conf
+    assert re.search(r"^PrologFlags=Contain$", conf, re.M), conf
+    assert re.search(r"^HealthCheckProgram=/usr/sbin/slurm-adopt-healthcheck$", conf, re.M), conf
+    assert re.search(r"^HealthCheckInterval=0$", conf, re.M), conf
+    for node in COMPUTE:
+        assert fleet.daemon_pid(node, "slurmd") != before[node], node
+        assert "task/cgroup" in fleet.must(node, "scontrol show config | grep ^TaskPlugin")
+    assert fleet.daemon_pid("ctl", "slurmctld") != ctld
+    # the user Ansible connects as (named only in the ssh config) is protected
+    # like root: a new ssh login as it works, and it is in the admin bypass
+    for node in COMPUTE:
+        assert re.search(r"^\+:%s:ALL$" % ANSIBLE_USER,
+                         fleet.must(node, "cat /etc/security/slurm-adopt-access.conf"), re.M)
+    assert all(fleet.is_rolled_out(node) for node in COMPUTE)
 
 
-def test_second_run_changes_nothing(fleet):
+def test_second_run_changes_nothing(fleet, rolled_out):
     res = fleet.playbook("site")
     assert res.rc == 0, res.log
     recap = res.out.split("PLAY RECAP", 1)[1]
-    changed = re.findall(r"^(\S+)\s*:.*changed=(\d+)", recap, re.M)
-    assert len(changed) == 5 and all(n == "0" for _h, n in changed), recap
+    changed = dict(re.findall(r"^(\S+)\s*:.*changed=(\d+)", recap, re.M))
+    assert set(changed) == {"saf-ctl", "saf-node1", "saf-node2", "saf-login"}, recap
+    assert set(changed.values()) == {"0"}, recap
 
 
-def test_user_with_a_job_is_adopted_into_its_extern_step(fleet):
-    fleet.cancel_all()
+# ---------------------------------------------------------------------------
+# 5. what users see
+# ---------------------------------------------------------------------------
+
+def test_user_with_a_job_is_adopted_into_its_extern_step(fleet, rolled_out):
     job = fleet.submit("fleetalice", "-w node1")
     res = fleet.ssh("login", "fleetalice", "node1", "cat /proc/self/cgroup")
     assert res.ok, res
     assert job_of(res.out) == job, res.out
 
 
-def test_callerid_across_nodes_picks_the_calling_job(fleet):
+def test_callerid_across_nodes_picks_the_calling_job(fleet, rolled_out):
     """fleetbob has an old job on node1, a two-node job on node1+node2 and
     the newest job on node1.  An ssh from inside the two-node job on node2
     to node1 lands in that job (node1's module asks node2's slurmd which
     job owns the connection), not in the newest one."""
-    fleet.cancel_all()
     old = fleet.submit("fleetbob", "-w node1")
     span = fleet.submit("fleetbob", "-N 2 -w node1,node2")
     newest = fleet.submit("fleetbob", "-w node1")
-    # outside any job (from the login node): the newest job
     res = fleet.ssh("login", "fleetbob", "node1", "cat /proc/self/cgroup")
     assert res.ok and job_of(res.out) == newest, res
-    # from inside the spanning job on node2: that job
     res = fleet.exec("ctl", "srun --jobid=%d -w node2 -N1 -n1 --overlap ssh -o LogLevel=INFO node1 "
                             "cat /proc/self/cgroup" % span, user="fleetbob")
     assert res.ok, res
     assert job_of(res.out) == span, (res.out, old, span, newest)
 
 
-def test_user_without_a_job_is_denied(fleet):
-    fleet.cancel_all()
+def test_user_without_a_job_is_denied(fleet, rolled_out):
     res = fleet.ssh("login", "fleetbob", "node2")
     assert res.rc == 255, res
     assert NO_JOBS in res.err, res
 
 
-def test_admin_gets_in_without_a_job(fleet):
+def test_admin_gets_in_without_a_job(fleet, rolled_out):
     res = fleet.ssh("login", "fleetadmin", "node1", "cat /proc/self/cgroup; id -un")
     assert res.ok, res
     assert job_of(res.out) is None and "fleetadmin" in res.out
 
 
-def test_login_node_is_never_locked(fleet):
+def test_login_node_is_never_locked(fleet, rolled_out):
     res = fleet.ssh("node1", "fleetadmin", "login", "id -un")
     assert res.ok
     res = fleet.ssh("ctl", "fleetbob", "login", "id -un")   # no job anywhere
@@ -148,60 +235,33 @@ def test_login_node_is_never_locked(fleet):
     assert "pam_slurm_adopt" not in fleet.must("login", "cat /etc/pam.d/sshd")
 
 
-def test_healthcheck_green(fleet):
+# ---------------------------------------------------------------------------
+# 6. health
+# ---------------------------------------------------------------------------
+
+EXPECTED_CHECKS = {"module_file", "account_stack", "admin_access", "bypass", "pam_systemd", "logind", "interface",
+                   "slurm_config", "slurmd", "stepd_sockets", "explain", "pam_live", "module_loads"}
+
+
+def test_healthcheck_green(fleet, rolled_out):
     report = os.path.join(fleet.log_dir, "health-green.json")
-    res = fleet.playbook("healthcheck", "-e", "fleet_health_json=%s" % report)
+    res = fleet.playbook("healthcheck", "-e", "slurm_adopt_health_json=%s" % report)
     assert res.rc == 0, res.log
-    assert "overall: OK (2 green" in res.out, res.out[-3000:]
+    assert "overall: OK (2 green, 0 warning, 0 red, 0 unreachable)" in res.out, res.out[-3000:]
     with open(report) as handle:
         data = json.load(handle)
     assert {n["host"] for n in data["nodes"]} == {"saf-node1", "saf-node2"}
     for node in data["nodes"]:
         checks = {c["check"]: c["status"] for c in node["checks"]}
+        assert set(checks) == EXPECTED_CHECKS, node
         assert set(checks.values()) == {"ok"}, node
-        assert {"module_file", "account_stack", "pam_systemd", "logind", "slurm_config", "slurmd",
-                "stepd_sockets", "explain", "pam_stack_info", "pam_python_loads"} <= set(checks)
-    # the same checks, as the shipped testinfra suite over ssh
+    # the same checks, as the shipped testinfra suite over ssh: every test passes
     res = fleet.testinfra("node1", "node2")
-    assert res.ok and "18 passed" in res.out, res.out[-3000:]
+    assert res.ok and res.outcomes, res.out[-3000:]
+    assert set(res.outcomes.values()) == {"passed"}, res.outcomes
 
 
-# ---------------------------------------------------------------------------
-# 4. drift: pam_systemd comes back, health turns red, the node drains
-# ---------------------------------------------------------------------------
-
-def run_drift_hook(fleet, node):
-    """What slurmd's HealthCheckProgram does on the node."""
-    return fleet.exec(node, "/usr/sbin/slurm-adopt-healthcheck", env={"SLURMD_NODENAME": node})
-
-
-def test_drift_turns_health_red_and_drains_the_node(fleet):
-    # a tool wipes our pam-auth-update profile and re-enables pam_systemd
-    fleet.must("node1", "rm -f /usr/share/pam-configs/slurm-adopt && "
-                        "DEBIAN_FRONTEND=noninteractive pam-auth-update --enable systemd && "
-                        "grep -q '^session.*pam_systemd' /etc/pam.d/common-session")
-    report = os.path.join(fleet.log_dir, "health-red.json")
-    res = fleet.playbook("healthcheck", "-e", "fleet_health_json=%s" % report)
-    assert res.rc == 2, res.log
-    assert "saf-node1 RED" in res.out and "pam_systemd reachable" in res.out, res.out[-3000:]
-    with open(report) as handle:
-        data = json.load(handle)
-    status = {n["host"]: n["status"] for n in data["nodes"]}
-    assert status == {"saf-node1": "fail", "saf-node2": "ok"}, status
-    res = fleet.testinfra("node1")
-    assert res.rc == 1 and "1 failed, 8 passed" in res.out, res.out[-3000:]
-    assert re.search(r"^FAILED \S*tests/testinfra/test_slurm_adopt_node.py::test_pam_systemd_unreachable",
-                     res.out, re.M), res.out[-3000:]
-
-    # slurmd runs the same hook every HealthCheckInterval (60 s in the lab):
-    # it may have drained the node already ("drained": nothing left to do)
-    out = run_drift_hook(fleet, "node1").out
-    assert re.search(r"^action: (drain|drained)$", out, re.M), out
-    state, reason = fleet.node_state("node1")
-    assert "DRAIN" in state and reason.startswith("slurm-adopt: pam_systemd"), (state, reason)
-
-
-def test_drift_hook_never_resumes_a_node_someone_else_drained(fleet):
+def test_drift_hook_never_resumes_a_node_someone_else_drained(fleet, rolled_out):
     fleet.must("ctl", "scontrol update NodeName=node2 State=DRAIN Reason='disk replacement'")
     try:
         out = run_drift_hook(fleet, "node2").out     # node2 is healthy
@@ -212,37 +272,101 @@ def test_drift_hook_never_resumes_a_node_someone_else_drained(fleet):
         fleet.must("ctl", "scontrol update NodeName=node2 State=RESUME")
 
 
-def test_rerunning_site_repairs_and_the_hook_resumes(fleet):
-    res = fleet.playbook("site")
-    assert res.rc == 0, res.log
-    res = fleet.playbook("healthcheck", "-e", "fleet_health_json=%s"
-                         % os.path.join(fleet.log_dir, "health-again.json"))
-    assert res.rc == 0 and "overall: OK (2 green" in res.out, res.out[-3000:]
-    out = run_drift_hook(fleet, "node1").out
-    if "action: none" in out:
-        # slurmd's periodic HealthCheckProgram run was faster: it must be our
-        # hook that resumed the node
-        assert "resume node node1" in fleet.must("node1", "journalctl -q -t slurm-adopt-check"), out
-    else:
-        assert "action: resume" in out, out
-    state, reason = fleet.node_state("node1")
-    assert "DRAIN" not in state, (state, reason)
-    # adoption works again on the repaired node
-    job = fleet.submit("fleetalice", "-w node1")
-    res = fleet.ssh("login", "fleetalice", "node1", "cat /proc/self/cgroup")
-    assert res.ok and job_of(res.out) == job, res
-    fleet.cancel_all()
+# ---------------------------------------------------------------------------
+# 7. an upgrade whose node turns red is rolled back by the drift check
+# ---------------------------------------------------------------------------
+
+def test_upgrade_rolled_back_by_the_drift_check(fleet, rolled_out, tmp_path):
+    """A new collection release (a module file differs) together with a
+    drift-check setting the cluster does not meet (it asks for PrologFlags
+    X11): on the canary the new release is installed and switched to, the
+    fresh logins work, but the node's own drift check is red, so the canary
+    is rolled back - to the release that was active - and node2 is never
+    touched."""
+    coll = snapshot_collection(str(tmp_path / "v2"))
+    with open(os.path.join(coll, "ansible_collections", "hpc", "slurm_adopt", "roles", "adopt_module", "files",
+                           "slurm_adopt", "constants.py"), "a") as handle:
+        handle.write("\n# release 2 of the fleet test\n")
+    current = {node: fleet.must(node, "readlink /usr/lib/slurm-adopt/current").strip() for node in COMPUTE}
+    files = {node: fleet.fingerprint(node) for node in COMPUTE}
+    flags = {"PrologFlags": ["contain", "x11"], "ProctrackType": ["proctrack/cgroup"], "TaskPlugin": ["task/cgroup"]}
+    res = fleet.playbook("site", "-e", "slurm_adopt_canary=1", "-e", json.dumps({"adopt_drift_slurm_flags": flags}),
+                         collections=coll)
+    assert res.rc != 0, res.log
+    assert "a fresh ssh login as %s works after the change" % ANSIBLE_USER in res.out, res.log
+    assert "saf-node1 ROLLED BACK" in res.out and "lacks x11" in res.out, res.log
+    assert not rollout_touched(res.out, "saf-node2"), res.log
+    for node in COMPUTE:
+        assert fleet.must(node, "readlink /usr/lib/slurm-adopt/current").strip() == current[node], node
+        # only the new release's directory is left next to the active one (never loaded)
+        left = diff_fingerprints(files[node], fleet.fingerprint(node))
+        assert all(d.startswith("/usr/lib/slurm-adopt/releases/") for d in left), (node, left)
+        assert fleet.is_rolled_out(node), node
+    assert diff_fingerprints(files["node2"], fleet.fingerprint("node2")) == []
 
 
 # ---------------------------------------------------------------------------
-# 5. removal restores every file
+# 8. drift and a broken install: red health, the hook drains
 # ---------------------------------------------------------------------------
 
-def test_remove_restores_every_file(fleet, baseline):
+def test_drift_and_a_broken_install_turn_health_red_and_drain(fleet, rolled_out):
+    """node1: a tool re-enables pam_systemd through pam-auth-update.
+    node2: the module's package is broken (an import fails): root still gets
+    PAM_IGNORE, so only a check that makes the module decide notices."""
+    fleet.must("node1", "rm -f /usr/share/pam-configs/slurm-adopt && "
+                        "DEBIAN_FRONTEND=noninteractive pam-auth-update --enable systemd && "
+                        "grep -q '^session.*pam_systemd' /etc/pam.d/common-session")
+    fleet.must("node2", "echo 'raise ImportError(\"broken by the fleet test\")' "
+                        ">> /usr/lib/slurm-adopt/slurm_adopt/entry.py")
+    report = os.path.join(fleet.log_dir, "health-red.json")
+    res = fleet.playbook("healthcheck", "-e", "slurm_adopt_health_json=%s" % report)
+    assert res.rc == 2, res.log
+    assert "saf-node1 RED" in res.out and "pam_systemd reachable" in res.out, res.out[-3000:]
+    assert "saf-node2 RED" in res.out, res.out[-3000:]
+    with open(report) as handle:
+        data = {n["host"]: {c["check"]: c["status"] for c in n["checks"]} for n in json.load(handle)["nodes"]}
+    assert data["saf-node1"]["pam_systemd"] == "fail", data
+    assert data["saf-node2"]["module_loads"] == "fail" and data["saf-node2"]["module_file"] == "fail", data
+    assert data["saf-node2"]["pam_live"] == "ok", data      # root still gets in: the break is invisible there
+    # the shipped testinfra suite sees the same
+    res = fleet.testinfra("node1", "node2")
+    failed = sorted(name for name, outcome in res.outcomes.items() if outcome == "failed")
+    assert res.rc == 1, res.out[-3000:]
+    assert any(n.startswith("test_slurm_adopt_node::test_pam_systemd_unreachable[") and "%s" % fleet.address("node1") in n
+               for n in failed), failed
+    assert any(n.startswith("test_slurm_adopt_node::test_pam_python_loads[") and fleet.address("node2") in n
+               for n in failed), failed
+    # what slurmd's HealthCheckProgram runs drains both nodes, with reasons of its own
+    for node, why in (("node1", "slurm-adopt: pam_systemd"), ("node2", "slurm-adopt: module_file")):
+        out = run_drift_hook(fleet, node).out
+        assert re.search(r"^action: drain$", out, re.M), out
+        state, reason = fleet.node_state(node)
+        assert "DRAIN" in state and reason.startswith(why), (state, reason)
+
+
+# ---------------------------------------------------------------------------
+# 9. removal gives the nodes back, drained ones resumed
+# ---------------------------------------------------------------------------
+
+def test_remove_gives_the_nodes_back(fleet, baseline):
+    """From whatever state the nodes are in (rolled out, drifted, drained by
+    the drift check): remove.yml restores every watched file, systemd-logind
+    as it was (running, on the stock lab), takes HealthCheckProgram out of
+    slurm.conf, resumes the nodes the drift check drained, and users without
+    a job get in again."""
+    if any(fleet.is_pristine(node) for node in COMPUTE):
+        res = fleet.playbook("site")
+        assert res.rc == 0, res.log
+    drained = [n for n in COMPUTE if fleet.node_state(n)[1].startswith("slurm-adopt:")]
+    if not drained:   # run alone: make the drift check drain node2
+        fleet.must("node2", "echo '# changed' >> /usr/lib/slurm-adopt/slurm_adopt/flow.py")
+        assert "action: drain" in run_drift_hook(fleet, "node2").out
+        drained = ["node2"]
     res = fleet.playbook("remove")
     assert res.rc == 0, res.log
+    assert summary(res.out) == {"saf-node1": "removed", "saf-node2": "removed"}, res.log
     for node in COMPUTE:
         assert diff_fingerprints(baseline[node], fleet.fingerprint(node)) == [], node
-        assert not fleet.exec(node, "test -e /usr/lib/slurm-adopt/pam_slurm_adopt.py").ok
-    # users without a job get in again
+        assert "DRAIN" not in fleet.node_state(node)[0], node
+    assert "HealthCheck" not in fleet.slurm_conf()
     assert fleet.ssh("login", "fleetbob", "node1").ok

@@ -10,15 +10,18 @@ site to run against its own compute nodes:
 (any testinfra backend works: ssh://, paramiko://, ansible://, podman://;
 add --sudo for a non-root user).  Settings come from the environment:
 
-    SLURM_ADOPT_PROBE_USER   user without a job for the live `explain` probe (nobody)
-    SLURM_ADOPT_LOGIND       masked (default) | any
+    SLURM_ADOPT_PROBE_USER   real user without a job for `explain` and the PAM check (nobody)
+    SLURM_ADOPT_LOGIND       masked (default) | any   (adopt_logind_mask: false)
     SLURM_ADOPT_PAM_SERVICE  sshd (default)
     SLURM_ADOPT_MODULE_DIR   /usr/lib/slurm-adopt (default)
 
 The expected module checksums are those of the collection this file is part
-of (roles/adopt_module/files).  The PAM stack is read from the node and
-parsed here, with the parser of the node-side drift check
-(roles/adopt_drift/files/slurm_adopt_check.py).
+of (roles/adopt_module/files).  The PAM files are read from the node and
+parsed with the collection's one PAM parser (plugins/module_utils/pam_stack.py,
+through the drift check's analysis).  Whether the module loads and decides is
+asked of the node's libpam through su, in a private mount namespace with a
+scratch /etc/pam.d (a temporary directory, removed afterwards): no PAM
+service of the node is added or changed.
 """
 
 import hashlib
@@ -57,22 +60,38 @@ def _sha256(path):
 
 
 def _package_files():
-    out = []
-    base = os.path.join(SRC, "slurm_adopt")
-    for name in sorted(os.listdir(base)):
-        if name.endswith(".py"):
-            out.append(name)
-    return out
+    return sorted(n for n in os.listdir(os.path.join(SRC, "slurm_adopt")) if n.endswith(".py"))
 
 
-def _reader(host):
-    def read(path):
-        f = host.file(path)
-        if not f.exists:
-            raise IOError("no such file: %s" % path)
-        # content_string drops a trailing newline; the parser does not care
-        return f.content_string
-    return read
+class RemoteSource(CHECK.pam_stack().FileSource):
+    """The PAM files of the host under test, for the collection's parser
+    (symlinks followed on the host, as libpam follows them)."""
+
+    def __init__(self, host):
+        CHECK.pam_stack().FileSource.__init__(self, "/", "/etc/pam.d", "/usr/lib/pam.d")
+        self.host = host
+
+    def exists(self, path):
+        return self.host.file(path).is_file
+
+    def locate(self, name):
+        for cand in self.candidates(name):
+            if self.exists(cand):
+                return cand
+        return None
+
+    def read(self, path):
+        return self.host.file(path).content_string + "\n"
+
+
+def _conf():
+    return dict(CHECK.DEFAULTS, pam_service=SERVICE)
+
+
+@pytest.fixture(scope="module")
+def account(host):
+    with host.sudo():
+        return CHECK.analyse_account(_conf(), source=RemoteSource(host))
 
 
 @pytest.fixture(scope="module")
@@ -97,23 +116,20 @@ def test_module_file_present_root_owned_and_unchanged(host):
             "%s/slurm_adopt/%s differs from the collection's" % (MODULE_DIR, name)
 
 
-def test_adopt_rule_last_and_nothing_short_circuits(host):
-    with host.sudo():
-        rules, problems = CHECK.effective_stack(SERVICE, "account", read=_reader(host))
-        conf = dict(CHECK.DEFAULTS, pam_service=SERVICE)
-        found, _info = CHECK.analyse_account(rules, conf)
-    assert problems + found == [], "\n".join(problems + found)
+def test_adopt_rule_last_and_nothing_short_circuits(account):
+    problems, _info, _entry = account
+    assert problems == [], "\n".join(problems)
 
 
 def test_pam_systemd_unreachable(host):
     with host.sudo():
-        rules, _problems = CHECK.pam_systemd_rules(SERVICE, "/etc/pam.d", read=_reader(host))
-    assert rules == [], "pam_systemd reachable: %s" % ", ".join(r.where() for r in rules)
+        rules, _problems = CHECK.pam_systemd_rules(_conf(), source=RemoteSource(host))
+    assert rules == [], "pam_systemd reachable: %s" % ", ".join(CHECK._where(r) for r in rules)
 
 
 def test_logind_as_configured(host):
     if LOGIND == "any":
-        pytest.skip("SLURM_ADOPT_LOGIND=any")
+        pytest.skip("SLURM_ADOPT_LOGIND=any (adopt_logind_mask: false): logind is not managed")
     enabled = host.run("systemctl is-enabled systemd-logind.service").stdout.strip()
     active = host.run("systemctl is-active systemd-logind.service").stdout.strip()
     assert enabled == "masked" and active != "active", "logind is %s/%s" % (enabled, active)
@@ -143,14 +159,31 @@ def test_stepd_sockets_accessible(host, slurm_config):
     assert res.rc == 0 and res.stdout.strip() == "", "not accessible: %s" % res.stdout
 
 
-def test_pam_python_loads(host):
-    svc = "slurm-adopt-testinfra"
+def test_pam_python_loads(host, account):
+    """The live adopt rule alone, required, with action_generic_failure=allow,
+    for a real user without a job (SLURM_ADOPT_PROBE_USER), through a C PAM
+    client (su) in a private mount namespace whose /etc/pam.d holds only
+    that rule: the module must load (pam_python included) and deny with its
+    own message.  A broken install lets the user in (the failure action
+    allows); a missing pam_python.so or script refuses without the message.
+    (root cannot tell: the module ignores root whether or not it loads.)"""
+    _problems, info, entry = account
+    assert entry is not None, "no adopt rule in the %s account stack" % SERVICE
+    rule = " ".join([info["adopt_module"]] + [a for a in info["adopt_args"] if not re.match(
+        r"(?i)(action_generic_failure|service)=", a)] + ["service=su", "action_generic_failure=allow"])
+    script = "; ".join([
+        "d=$(mktemp -d /tmp/slurm-adopt-testinfra.XXXXXX)",
+        "printf 'auth sufficient pam_rootok.so\\naccount required %s\\n"
+        "password required pam_deny.so\\nsession required pam_permit.so\\n' > $d/su" % rule,
+        "unshare --mount --propagation private sh -c 'mount --bind \"$1\" /etc/pam.d && "
+        "exec su -s /bin/sh -c true \"$2\"' sh $d %s 2>&1" % PROBE_USER,
+        "echo exit=$?", "rm -rf $d"])
     with host.sudo():
-        res = host.run(
-            "printf 'account required pam_python.so %s service=%s\\naccount required pam_permit.so\\n' "
-            "> /etc/pam.d/%s && pamtester %s root acct_mgmt; rc=$?; rm -f /etc/pam.d/%s; exit $rc"
-            % (MODULE, svc, svc, svc, svc))
-    assert res.rc == 0, "pamtester: %s %s" % (res.stdout, res.stderr)
+        res = host.run(script)
+    lines = res.stdout.splitlines()
+    assert "exit=0" not in lines, "%s (no job) was let in by the adopt rule alone: %s" % (PROBE_USER, res.stdout)
+    assert any("no active jobs" in ln for ln in lines), \
+        "refused without the module's message: the module did not load or decide (%s)" % " | ".join(lines)
 
 
 def test_live_explain_probe(host):

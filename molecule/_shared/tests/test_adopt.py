@@ -307,3 +307,19 @@ def test_user_without_job_is_denied(host, user):
     out = ssh(host, user, "true")
     assert out.rc != 0, out.stdout
     assert DENY_MESSAGE in out.stderr, out.stderr
+
+
+# ------------------------------------------------------------------ the drift check
+
+
+def test_the_nodes_own_drift_check_is_green(host):
+    """The check adopt_drift installed, with the configuration it derived
+    from the roles' settings, on this real systemd node: every check green
+    (logind really masked, the interface's files, the running Slurm config)."""
+    out = host.run("python3 %s/slurm_adopt_check.py check --json --probe-user bob" % MODULE_DIR)
+    report = json.loads(out.stdout)
+    status = {c["check"]: c["status"] for c in report["checks"]}
+    assert set(status.values()) == {"ok"}, json.dumps(report["checks"], indent=1)
+    assert out.rc == 0
+    assert {"module_file", "account_stack", "pam_systemd", "logind", "interface", "slurm_config",
+            "slurmd", "stepd_sockets", "explain"} == set(status)

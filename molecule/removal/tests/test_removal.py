@@ -66,6 +66,14 @@ def content_diff(host, path):
     )
 
 
+def test_converge_had_changed_the_node(host):
+    """Without this, the byte-for-byte comparison below would also pass if
+    converge had done nothing (remove.yml kept what converge left)."""
+    converged = host.file(STATE + "/converged.pam").content_string
+    assert "pam_slurm_adopt" in converged, converged
+    assert "pam_slurm_adopt" not in host.file("/etc/pam.d/sshd").content_string
+
+
 def test_every_touched_file_is_back_byte_for_byte(host):
     """/etc/pam.d, access.conf, sshd, logind mask, pam-auth-update state, module dir."""
     before = manifest_before(host)

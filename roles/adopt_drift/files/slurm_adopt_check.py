@@ -23,14 +23,21 @@ Commands::
         The digest of the module's implementation package (used by the role
         to record what the collection ships).
 
-The configuration (JSON, written by the role) says what "in force" means on
-this node: the module path and its expected checksums, the PAM service, the
-rules allowed after the adopt rule (the admin pam_access rule), whether
-systemd-logind must be masked, and the Slurm flags that must be set.
+The configuration (JSON, written by the role; keys and defaults in DEFAULTS
+below) says what "in force" means on this node: the module path and its
+expected checksums, the PAM service, the rules allowed after the adopt rule
+(the admin pam_access rule), whether systemd-logind must be masked and
+pam_systemd absent, and the Slurm flags that must be set.
+
+PAM files are read with the collection's one PAM parser
+(plugins/module_utils/pam_stack.py, installed next to this script as
+slurm_adopt_pam_stack.py): the editor, pam_stack_info, this check and the
+testinfra suite agree on what a stack does.
 """
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -41,6 +48,10 @@ import subprocess
 import sys
 import time
 
+# Run as root from slurmd every few minutes: leave no __pycache__ next to the
+# check and the collection code it loads (the role removes exactly what it installed).
+sys.dont_write_bytecode = True
+
 DEFAULT_CONFIG = "/etc/slurm-adopt/check.json"
 REASON_PREFIX = "slurm-adopt:"
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -50,7 +61,9 @@ DEFAULTS = {
     "module_sha256": None,           # expected sha256 of module_path
     "package_dir": "/usr/lib/slurm-adopt/slurm_adopt",
     "package_digest": None,          # expected digest() of package_dir
+    "root": "/",                     # the node's file system (a tree of an image: its root)
     "pam_dir": "/etc/pam.d",
+    "pam_state_dir": "/var/lib/slurm-adopt/pam",   # role adopt_pam's state (what it wrote)
     "pam_service": "sshd",
     "adopt_match": "pam_slurm_adopt",  # a rule is the adopt rule if module or args contain this
     # rules that may follow the adopt rule / that are allowed to short-circuit
@@ -58,12 +71,13 @@ DEFAULTS = {
     # "<control> <module> <args>" of the rule
     "allowed_after": [r"pam_access\.so"],
     "allowed_before": [],
-    "pam_python_paths": [
-        "/lib/security/pam_python.so", "/lib/x86_64-linux-gnu/security/pam_python.so",
-        "/lib/aarch64-linux-gnu/security/pam_python.so", "/usr/lib/security/pam_python.so",
-        "/usr/lib/x86_64-linux-gnu/security/pam_python.so", "/lib64/security/pam_python.so",
-        "/usr/lib64/security/pam_python.so"],
-    "logind": "masked",              # masked | any
+    # where PAM modules named without a path are found
+    "pam_module_dirs": [
+        "/lib/x86_64-linux-gnu/security", "/lib/aarch64-linux-gnu/security", "/lib/security",
+        "/usr/lib/x86_64-linux-gnu/security", "/usr/lib/aarch64-linux-gnu/security",
+        "/usr/lib/security", "/lib64/security", "/usr/lib64/security"],
+    "logind": "masked",              # masked | any (adopt_logind_mask: false)
+    "pam_systemd": "absent",         # absent | any (adopt_pam_disable_pam_systemd: false)
     "slurm_flags": {                 # key -> list of words that must be in the value
         "PrologFlags": ["contain"],
         "ProctrackType": ["proctrack/cgroup"],
@@ -77,228 +91,146 @@ DEFAULTS = {
 
 
 # ---------------------------------------------------------------------------
-# PAM configuration: the effective stack of a service
+# PAM configuration: the collection's one parser (plugins/module_utils/pam_stack.py),
+# installed next to this script as slurm_adopt_pam_stack.py
 # ---------------------------------------------------------------------------
 
-class Rule(object):
-    """One rule of an effective PAM stack."""
-
-    def __init__(self, ptype, control, module, args, path, lineno, optional, depth):
-        self.ptype = ptype          # account / auth / session / password
-        self.control = control      # "required", "[success=done default=ignore]", ...
-        self.module = module        # "pam_access.so" or a path
-        self.args = args            # list of strings
-        self.path = path            # file the rule is in
-        self.lineno = lineno
-        self.optional = optional    # "-type": no error if the module is missing
-        self.depth = depth          # substack depth (0: the service itself)
-
-    @property
-    def module_name(self):
-        return os.path.basename(self.module)
-
-    def where(self):
-        return "%s:%d" % (self.path, self.lineno)
-
-    def text(self):
-        return " ".join([("-" if self.optional else "") + self.ptype, self.control, self.module]
-                        + self.args)
-
-    def as_dict(self):
-        return {"type": self.ptype, "control": self.control, "module": self.module,
-                "args": self.args, "file": self.path, "line": self.lineno,
-                "optional": self.optional, "depth": self.depth}
+# The collection's module_utils this check uses, as installed next to it
+# (slurm_adopt_<name>.py) or, run from the collection itself, in
+# plugins/module_utils/.  They import each other under their collection names
+# (ansible_collections.hpc.slurm_adopt.plugins.module_utils.<name>); those
+# imports are answered with these copies, without touching sys.modules.
+PAM_STACK_NAME = "slurm_adopt_pam_stack.py"
+COLLECTION_UTILS = "ansible_collections.hpc.slurm_adopt.plugins.module_utils"
+UTILS = ("pam_stack", "_pam_eval", "pam_guard", "pam_health")
+_LOADED = {}
 
 
-def _logical_lines(text):
-    """Comments removed, backslash continuations joined: (lineno, line)."""
-    buf, start = "", None
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.split("#", 1)[0]
-        if start is None:
-            start = number
-        if line.rstrip().endswith("\\"):
-            buf += line.rstrip()[:-1] + " "
-            continue
-        buf += line
-        if buf.strip():
-            yield start, buf.strip()
-        buf, start = "", None
-    if buf.strip():
-        yield start, buf.strip()
+def _util_path(name):
+    here = os.path.dirname(os.path.realpath(__file__))
+    for cand in (os.path.join(here, "slurm_adopt_%s.py" % name.lstrip("_")),
+                 os.path.join(here, "..", "..", "..", "plugins", "module_utils", name + ".py")):
+        if os.path.isfile(cand):
+            return cand
+    raise ImportError("%s of the collection is not installed next to %s" % (name, __file__))
 
 
-def _tokens(line):
-    """Split a rule line; [...] (controls, arguments) stay one token."""
-    out, i, n = [], 0, len(line)
-    while i < n:
-        if line[i].isspace():
-            i += 1
-            continue
-        if line[i] == "[":
-            j = i + 1
-            while j < n and line[j] != "]":
-                if line[j] == "\\" and j + 1 < n:
-                    j += 1
-                j += 1
-            tok = line[i:j + 1]
-            i = j + 1
-            # a bracketed argument may be glued to a key: foo=[a b]
-            out.append(tok)
-            continue
-        j = i
-        while j < n and not line[j].isspace():
-            if line[j] == "[":
-                k = line.find("]", j)
-                j = n if k < 0 else k + 1
-                continue
-            j += 1
-        out.append(line[i:j])
-        i = j
-    return out
-
-
-def _read_local(path):
-    with open(path) as handle:
-        return handle.read()
-
-
-def effective_stack(service, ptype, pam_dir="/etc/pam.d", _depth=0, _seen=None, _path=None,
-                    read=None):
-    """The rules of type `ptype` that PAM runs for `service`, in order, with
-    include / substack / @include resolved.  Returns (rules, problems).
-    `read(path)` returns a file's text (default: the local file system; the
-    testinfra suite passes a reader of the remote host's files)."""
-    read = read or _read_local
-    seen = _seen if _seen is not None else []
-    path = _path or os.path.join(pam_dir, service)
-    problems = []
-    if path in seen or len(seen) > 30:
-        return [], ["include loop at %s" % path]
+def collection_util(name):
+    """One of UTILS, loaded once, by file path (never from a directory a user
+    could put a module into)."""
+    if name in _LOADED:
+        return _LOADED[name]
     try:
-        text = read(path)
-    except (IOError, OSError) as exc:
-        return [], ["cannot read %s: %s" % (path, exc)]
-    rules = []
-    for lineno, line in _logical_lines(text):
-        toks = _tokens(line)
-        if toks[0] == "@include":
-            if len(toks) < 2:
-                problems.append("%s:%d: @include without a file" % (path, lineno))
-                continue
-            sub, probs = effective_stack(toks[1], ptype, pam_dir, _depth, seen + [path],
-                                         _inc_path(pam_dir, toks[1]), read)
-            rules.extend(sub)
-            problems.extend(probs)
-            continue
-        if len(toks) < 3:
-            problems.append("%s:%d: malformed rule: %s" % (path, lineno, line))
-            continue
-        kind, control, module, args = toks[0], toks[1], toks[2], toks[3:]
-        optional = kind.startswith("-")
-        kind = kind.lstrip("-").lower()
-        if kind != ptype:
-            continue
-        if control in ("include", "substack"):
-            depth = _depth + (1 if control == "substack" else 0)
-            sub, probs = effective_stack(module, ptype, pam_dir, depth, seen + [path],
-                                         _inc_path(pam_dir, module), read)
-            if control == "substack":
-                for rule in sub:
-                    rule.depth = max(rule.depth, depth)
-            rules.extend(sub)
-            problems.extend(probs)
-            continue
-        rules.append(Rule(kind, control, module, args, path, lineno, optional, _depth))
-    return rules, problems
+        import builtins
+    except ImportError:                      # pragma: no cover (Python 2)
+        import __builtin__ as builtins  # noqa: F401
+    real_import = builtins.__import__
+
+    def _import(mod_name, globs=None, locs=None, fromlist=(), level=0):
+        if mod_name.startswith(COLLECTION_UTILS + "."):
+            return collection_util(mod_name[len(COLLECTION_UTILS) + 1:])
+        return real_import(mod_name, globs, locs, fromlist, level)
+
+    spec = importlib.util.spec_from_file_location("slurm_adopt_check_" + name, _util_path(name))
+    mod = importlib.util.module_from_spec(spec)
+    mod.__dict__["__builtins__"] = dict(builtins.__dict__, __import__=_import)
+    _LOADED[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except Exception:
+        del _LOADED[name]
+        raise
+    return mod
 
 
-def _inc_path(pam_dir, name):
-    return name if name.startswith("/") else os.path.join(pam_dir, name)
+def pam_stack(path=None):
+    """The PAM parser (plugins/module_utils/pam_stack.py of the collection)."""
+    if path and "pam_stack" not in _LOADED:
+        spec = importlib.util.spec_from_file_location("slurm_adopt_check_pam_stack", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _LOADED["pam_stack"] = mod
+    return collection_util("pam_stack")
 
 
-def _control_actions(control):
-    """{'success': 'done', ...} for a [..] control; the equivalent for simple ones."""
-    simple = {
-        "required": {"success": "ok", "new_authtok_reqd": "ok", "ignore": "ignore",
-                     "default": "bad"},
-        "requisite": {"success": "ok", "new_authtok_reqd": "ok", "ignore": "ignore",
-                      "default": "die"},
-        "sufficient": {"success": "done", "new_authtok_reqd": "done", "default": "ignore"},
-        "optional": {"success": "ok", "new_authtok_reqd": "ok", "default": "ignore"},
-        "binding": {"success": "done", "new_authtok_reqd": "done", "ignore": "ignore",
-                    "default": "bad"},
-    }
-    if not control.startswith("["):
-        return simple.get(control.lower(), {"default": "bad"})
-    out = {}
-    for item in control.strip("[]").split():
-        if "=" in item:
-            key, value = item.split("=", 1)
-            out[key.lower()] = value.lower()
-    return out
+def pam_source(conf, source=None):
+    """Where PAM files are read: the node (default) or `source` (the testinfra
+    suite passes a reader of a remote host)."""
+    if source is not None:
+        return source
+    return pam_stack().FileSource(conf.get("root", "/"), conf["pam_dir"], conf.get("vendor_dir", "/usr/lib/pam.d"))
 
 
-def short_circuit(rule, index, adopt_index):
-    """Why `rule` (at `index`) can end the stack with success, or skip the
-    adopt rule (at adopt_index), or None.  new_authtok_reqd=done (Debian's
-    pam_unix line) is not a success and not reported."""
-    actions = _control_actions(rule.control)
-    success = actions.get("success", actions.get("default"))
-    if success == "done" and rule.depth == 0:
-        return "success=done ends the stack with success (%s)" % rule.control
-    for key, action in sorted(actions.items()):
-        if action.isdigit() and index + int(action) >= adopt_index:
-            return "%s=%s jumps over the adopt rule" % (key, action)
-    return None
+def _where(entry):
+    return "%s:%d" % (entry.line.path, entry.line.lineno)
 
 
-def is_adopt_rule(rule, match):
-    return match in rule.module or any(match in arg for arg in rule.args)
+def _text(entry):
+    return entry.line.text.strip()
 
 
-def analyse_account(rules, conf):
-    """(problems, info) for the effective account stack."""
+def analyse_account(conf, source=None):
+    """(problems, info, adopt_entry) for the effective account stack.
+
+    The PAM semantics (includes, substacks, controls, jumps, which rules can
+    end the stack before the adopt rule and which are kept on purpose: system
+    users, the admin bypass) are those of pam_stack.analyse_account, the
+    same as the editor's and pam_stack_info's."""
+    ps = pam_stack()
+    src = pam_source(conf, source)
+    stack = ps.effective_stack(src, conf["pam_service"], "account")
     match = conf["adopt_match"]
-    adopt = [i for i, r in enumerate(rules) if is_adopt_rule(r, match)]
-    info = {"account_stack": [r.text() + "    # " + r.where() for r in rules]}
+    result = ps.analyse_account(stack, lambda line: ps.is_adopt_rule(line, match))
+    info = {"account_stack": ["%s    # %s" % (_text(e), _where(e)) for e in stack.entries]}
+    problems = list(stack.errors)
+    top = stack.top_level()
+    adopt = [i for i in top if ps.is_adopt_rule(stack.entries[i].line, match)]
+    nested = [i for i, e in enumerate(stack.entries)
+              if e.substack_depth > 0 and ps.is_adopt_rule(e.line, match)]
+    if nested:
+        problems.append("an adopt rule is inside a substack (its result does not end the stack): %s"
+                        % ", ".join(_where(stack.entries[i]) for i in nested))
     if not adopt:
-        return ["no adopt rule (%s) in the effective %s account stack"
-                % (match, conf["pam_service"])], info
-    problems = []
+        problems.append("no adopt rule (%s) in the effective %s account stack"
+                        % (match, conf["pam_service"]))
+        return problems, info, None
     if len(adopt) > 1:
         problems.append("%d adopt rules in the account stack (%s)"
-                        % (len(adopt), ", ".join(rules[i].where() for i in adopt)))
-    first = adopt[0]
-    rule = rules[first]
-    info["adopt_rule"] = rule.text() + "    # " + rule.where()
-    if rule.optional:
-        problems.append("the adopt rule is '-account' (silently skipped if the module is "
-                        "missing): %s" % rule.where())
-    if rule.depth:
-        problems.append("the adopt rule is inside a substack: %s" % rule.where())
+                        % (len(adopt), ", ".join(_where(stack.entries[i]) for i in adopt)))
+    entry = stack.entries[adopt[-1]]
+    info["adopt_rule"] = "%s    # %s" % (_text(entry), _where(entry))
+    info["adopt_module"] = entry.line.module
+    info["adopt_args"] = list(entry.line.args)
     allowed_after = [re.compile(p) for p in conf["allowed_after"]]
-    for later in rules[adopt[-1] + 1:]:
-        desc = "%s %s %s" % (later.control, later.module, " ".join(later.args))
-        if not any(p.search(desc) for p in allowed_after):
-            problems.append("the adopt rule is not last: %s follows it (%s)"
-                            % (later.text(), later.where()))
+    for later in result["after_adopt"]:
+        line = later.line
+        desc = "%s %s %s" % (line.control, line.module, " ".join(line.args))
+        if not (line.added_tag == "admin_access" or any(p.search(desc) for p in allowed_after)):
+            problems.append("the adopt rule is not last: %s follows it (%s)" % (_text(later), _where(later)))
     allowed_before = [re.compile(p) for p in conf["allowed_before"]]
-    for index, earlier in enumerate(rules[:first]):
-        why = short_circuit(earlier, index, first)
-        if not why:
-            continue
-        desc = "%s %s %s" % (earlier.control, earlier.module, " ".join(earlier.args))
-        if any(p.search(desc) for p in allowed_before):
-            continue
-        problems.append("short-circuit before the adopt rule: %s (%s): %s"
-                        % (earlier.text(), earlier.where(), why))
-    return problems, info
+    kept = []
+    for term in result["terminators"]:
+        desc = "%s %s %s" % (term["control"], term["module"], " ".join(term["args"]))
+        where = "%s:%d" % (term["file"], term["line"])
+        if term["classification"] in ("short_circuit", "jump_past_adopt") \
+                and not any(p.search(desc) for p in allowed_before):
+            problems.append("short-circuit before the adopt rule: %s (%s): %s"
+                            % (term["text"].strip(), where, term["reason"]))
+        else:
+            kept.append("%s (%s): %s" % (where, term["classification"], term["reason"]))
+    if kept:
+        info["kept_before_adopt"] = kept
+    return problems, info, entry
 
 
-def pam_systemd_rules(service, pam_dir, read=None):
-    rules, problems = effective_stack(service, "session", pam_dir, read=read)
-    return [r for r in rules if r.module_name == "pam_systemd.so"], problems
+def pam_systemd_rules(conf, source=None):
+    """Active pam_systemd / pam_elogind rules in the effective session stack:
+    they move an ssh session out of the job's cgroup."""
+    ps = pam_stack()
+    stack = ps.effective_stack(pam_source(conf, source), conf["pam_service"], "session")
+    rules = [e for e in stack.entries
+             if e.line.module_name in ("pam_systemd.so", "pam_elogind.so")]
+    return rules, list(stack.errors)
 
 
 # ---------------------------------------------------------------------------
@@ -356,7 +288,9 @@ def parse_show(text):
 
 
 def nodename(conf):
-    return (conf.get("nodename") or os.environ.get("SLURMD_NODENAME")
+    """slurmd's name for this node: $SLURMD_NODENAME (slurmd sets it for
+    HealthCheckProgram), else `nodename` of the configuration, else hostname -s."""
+    return (os.environ.get("SLURMD_NODENAME") or conf.get("nodename")
             or socket.gethostname().split(".")[0])
 
 
@@ -364,28 +298,56 @@ def nodename(conf):
 # the checks: each returns (status, message[, details])
 # ---------------------------------------------------------------------------
 
+def _unsafe(path, follow=True):
+    """Why a non-root user could replace `path` (None when it is safe): it or
+    a directory above it is not owned by root or is group/world-writable.
+    Symlinks are followed; the directories of the link and of its target are
+    both checked."""
+    checked = set()
+    todo = [os.path.abspath(path)]
+    if follow:
+        todo.append(os.path.realpath(path))
+    for cand in todo:
+        parts = cand.split(os.sep)
+        for i in range(1, len(parts) + 1):
+            sub = os.sep.join(parts[:i]) or os.sep
+            if sub in checked:
+                continue
+            checked.add(sub)
+            try:
+                st = os.stat(sub)
+            except OSError as exc:
+                return "%s: %s" % (sub, exc.strerror)
+            if st.st_uid != 0:
+                return "%s is owned by uid %d, not root" % (sub, st.st_uid)
+            if st.st_mode & 0o022:
+                return "%s is group/world writable (%o)" % (sub, st.st_mode & 0o777)
+    return None
+
+
 def check_module_file(conf):
     path = conf["module_path"]
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return FAIL, "module file %s missing (%s)" % (path, exc.strerror)
-    if not stat.S_ISREG(st.st_mode):
-        return FAIL, "module file %s is not a regular file" % path
-    if st.st_uid != 0:
-        return FAIL, "module file %s is owned by uid %d, not root" % (path, st.st_uid)
-    if st.st_mode & 0o022:
-        return FAIL, "module file %s is group/world writable (%o)" % (path, st.st_mode & 0o777)
+    real = os.path.realpath(path)
+    release = ""
+    if real != os.path.abspath(path):
+        release = " (release %s)" % os.path.basename(os.path.dirname(real))
+    if not os.path.isfile(path):
+        return FAIL, "module file %s missing or not a regular file" % path
+    why = _unsafe(path)
+    if why:
+        return FAIL, "module file %s: %s" % (path, why)
     want = conf.get("module_sha256")
     if want:
         have = sha256_file(path)
         if have != want:
-            return FAIL, "module file %s changed (sha256 %s, expected %s)" % (path, have[:12],
-                                                                              want[:12])
+            return FAIL, "module file %s changed (sha256 %s, expected %s)" % (path, have[:12], want[:12])
     pkg, want_pkg = conf.get("package_dir"), conf.get("package_digest")
     if pkg and want_pkg:
         if not os.path.isdir(pkg):
             return FAIL, "module package %s missing" % pkg
+        why = _unsafe(pkg)
+        if why:
+            return FAIL, "module package %s: %s" % (pkg, why)
         for root, dirs, files in os.walk(pkg):
             dirs[:] = [d for d in dirs if d != "__pycache__"]
             for name in files + dirs:
@@ -398,25 +360,28 @@ def check_module_file(conf):
             return FAIL, "module package %s changed (digest %s, expected %s)" % (
                 pkg, have[:12], want_pkg[:12])
     if not want:
-        return OK, "module file %s present, root-owned (no checksum configured)" % path
-    return OK, "module file %s present, root-owned, checksum matches" % path
+        return OK, "module file %s%s present, root-owned (no checksum configured)" % (path, release)
+    return OK, "module file %s%s present, root-owned, checksum matches" % (path, release)
 
 
 def check_account_stack(conf):
-    rules, problems = effective_stack(conf["pam_service"], "account", conf["pam_dir"])
-    found, info = analyse_account(rules, conf)
-    problems = problems + found
+    problems, info, _entry = analyse_account(conf)
     if problems:
         return FAIL, "; ".join(problems), info
-    return OK, "adopt rule last in the %s account stack (%s), no short-circuit before it" % (
-        conf["pam_service"], info["adopt_rule"].split("    # ")[1]), info
+    kept = info.get("kept_before_adopt")
+    return OK, "adopt rule last in the %s account stack (%s), no short-circuit before it%s" % (
+        conf["pam_service"], info["adopt_rule"].split("    # ")[1],
+        (" (kept: %s)" % "; ".join(kept)) if kept else ""), info
 
 
 def check_pam_systemd(conf):
-    rules, problems = pam_systemd_rules(conf["pam_service"], conf["pam_dir"])
+    if conf.get("pam_systemd", "absent") == "any":
+        return OK, "pam_systemd not managed (adopt_pam_disable_pam_systemd: false)"
+    rules, problems = pam_systemd_rules(conf)
     if rules:
-        return FAIL, "pam_systemd reachable in the %s session stack (%s)" % (
-            conf["pam_service"], ", ".join(r.where() for r in rules))
+        return FAIL, "%s reachable in the %s session stack (%s)" % (
+            "/".join(sorted(set(e.line.module_name[:-3] for e in rules))), conf["pam_service"],
+            ", ".join(_where(e) for e in rules))
     if problems:
         return WARN, "session stack: %s" % "; ".join(problems)
     return OK, "pam_systemd not reachable from %s" % conf["pam_service"]
@@ -425,25 +390,83 @@ def check_pam_systemd(conf):
 def check_logind(conf):
     want = conf.get("logind", "masked")
     if want == "any":
-        return OK, "logind not managed"
+        return OK, "logind not managed (adopt_logind_mask: false)"
     rc, out = run(["systemctl", "is-enabled", "systemd-logind.service"], conf["timeout"])
     if rc is None:
         return WARN, "cannot run systemctl: %s" % out.strip()
     state = out.strip().splitlines()[-1] if out.strip() else "unknown"
-    rc2, active = run(["systemctl", "is-active", "systemd-logind.service"], conf["timeout"])
+    _rc2, active = run(["systemctl", "is-active", "systemd-logind.service"], conf["timeout"])
     active = (active or "").strip().splitlines()[-1] if (active or "").strip() else "unknown"
-    if want == "masked":
-        if state != "masked" or active == "active":
-            return FAIL, "systemd-logind is %s/%s, expected masked/inactive" % (state, active)
-        return OK, "systemd-logind masked and %s" % active
-    return OK, "systemd-logind %s/%s" % (state, active)
+    if state != "masked" or active == "active":
+        return FAIL, "systemd-logind is %s/%s, expected masked/inactive" % (state, active)
+    return OK, "systemd-logind masked and %s" % active
 
 
-def check_pam_python(conf):
-    for path in conf["pam_python_paths"]:
-        if os.path.exists(path):
-            return OK, "pam_python present: %s" % path
-    return FAIL, "pam_python.so not found (%s)" % ", ".join(conf["pam_python_paths"][:3])
+def _account(conf):
+    ps = pam_stack()
+    return ps.effective_stack(pam_source(conf), conf["pam_service"], "account")
+
+
+def check_admin_access(conf):
+    """The admin bypass file the managed pam_access (or pam_listfile) rule
+    reads is there and is what role adopt_pam wrote: a missing access file
+    makes pam_access refuse everyone without a job, root included; a
+    rewritten one may admit everyone."""
+    report = collection_util("pam_health").admin_access_report(
+        conf.get("root", "/"), _account(conf), conf.get("pam_state_dir", "/var/lib/slurm-adopt/pam"))
+    if report["mode"] is None:
+        return OK, "no admin access rule written by role adopt_pam"
+    if report["problems"]:
+        return FAIL, "; ".join(report["problems"])
+    return OK, "%s reads %s, as role adopt_pam wrote it" % (report["mode"], report["file"])
+
+
+def check_bypass(conf):
+    """No rule before the adopt rule lets an ordinary user without a job in
+    (a pam_access whose rules admit everyone, pam_listfile with
+    onerr=succeed on a missing list or sense=deny, a uid bound that reaches
+    the site's first regular uid, a plain short-circuit)."""
+    found = collection_util("pam_health").fail_open_report(conf.get("root", "/"), _account(conf))
+    if found:
+        return FAIL, "; ".join("%s:%d %s: %s" % (f["file"], f["line"], f["text"].strip(), f["why"]) for f in found)
+    return OK, "no rule before the adopt rule lets a user without a job in"
+
+
+def _pam_module_path(name, conf):
+    if name.startswith("/"):
+        return name if os.path.exists(name) else None
+    for directory in conf["pam_module_dirs"]:
+        cand = os.path.join(directory, name)
+        if os.path.exists(cand):
+            return cand
+    return None
+
+
+def check_interface(conf):
+    """What the adopt rule needs to run: pam_python.so, or pam_exec.so and
+    the interpreter and script it calls, or the C module's .so."""
+    _problems, _info, entry = analyse_account(conf)
+    if entry is None:
+        return FAIL, "no adopt rule, so nothing to load"
+    line = entry.line
+    module = _pam_module_path(line.module, conf)
+    if module is None:
+        return FAIL, "%s (the adopt rule's module, %s) not found in %s" % (
+            line.module, _where(entry), ", ".join(conf["pam_module_dirs"]))
+    if line.module_name == "pam_exec.so":
+        words = [a for a in line.args if a.startswith("/")]
+        missing = [w for w in words[:2] if not os.path.exists(w)]
+        if not words or missing:
+            return FAIL, "pam_exec rule %s: %s missing" % (_where(entry), ", ".join(missing) or "no program")
+        if not os.access(words[0], os.X_OK):
+            return FAIL, "pam_exec rule %s: %s is not executable" % (_where(entry), words[0])
+        return OK, "pam_exec present: %s runs %s" % (module, " ".join(words[:2]))
+    if line.module_name == "pam_python.so":
+        script = line.args[0] if line.args else ""
+        if not os.path.isfile(script):
+            return FAIL, "pam_python rule %s: script %s missing" % (_where(entry), script or "(none)")
+        return OK, "pam_python present: %s loads %s" % (module, script)
+    return OK, "%s present: %s" % (line.module_name, module)
 
 
 def check_slurm_config(conf):
@@ -476,16 +499,18 @@ def check_slurmd(conf):
 
 
 def _spool_dir(conf):
+    """slurmd's SlurmdSpoolDir, or (None, why) when the controller cannot say."""
     rc, out = run(["scontrol", "show", "config"], conf["timeout"])
-    if rc == 0:
-        value = parse_show(out).get("SlurmdSpoolDir")
-        if value:
-            return value.replace("%n", nodename(conf)).replace("%h", socket.gethostname())
-    return "/var/spool/slurmd"
+    if rc != 0:
+        return None, "scontrol show config failed: %s" % oneline(out)
+    value = parse_show(out).get("SlurmdSpoolDir") or "/var/spool/slurmd"
+    return value.replace("%n", nodename(conf)).replace("%h", socket.gethostname()), None
 
 
 def check_stepd_sockets(conf):
-    spool = _spool_dir(conf)
+    spool, why = _spool_dir(conf)
+    if spool is None:
+        return WARN, "cannot tell where the stepd sockets are: %s" % why
     try:
         names = os.listdir(spool)
     except OSError as exc:
@@ -526,9 +551,11 @@ def check_explain(conf):
 CHECKS = [
     ("module_file", check_module_file),
     ("account_stack", check_account_stack),
+    ("admin_access", check_admin_access),
+    ("bypass", check_bypass),
     ("pam_systemd", check_pam_systemd),
     ("logind", check_logind),
-    ("pam_python", check_pam_python),
+    ("interface", check_interface),
     ("slurm_config", check_slurm_config),
     ("slurmd", check_slurmd),
     ("stepd_sockets", check_stepd_sockets),
@@ -537,7 +564,11 @@ CHECKS = [
 SLURM_CHECKS = ("slurm_config", "slurmd", "stepd_sockets", "explain")
 
 
+ALIASES = {"pam_python": "interface"}   # names of earlier releases
+
+
 def run_checks(conf, only=None, skip=()):
+    only = [ALIASES.get(name, name) for name in only] if only else only
     results = []
     for name, func in CHECKS:
         if (only and name not in only) or name in skip:
@@ -697,10 +728,10 @@ def main(argv=None):
         if getattr(args, key):
             conf[key] = getattr(args, key)
     if args.command == "drain":
-        # run by slurmd (HealthCheckProgram): the periodic run stays cheap, and
-        # slurmd itself is the caller (at its start it does not answer yet)
-        conf["probe_user"] = None
-        skip = {"slurmd"}
+        # run by slurmd (HealthCheckProgram): the periodic run stays cheap
+        # (no explain probe), and slurmd itself is the caller (at its start it
+        # does not answer yet)
+        skip = {"slurmd", "explain"}
     else:
         skip = set()
     started = time.time()

@@ -13,9 +13,11 @@ hpc.slurm_adopt.adopt_preflight role (ansible.builtin.script):
     slurm_adopt_snapshot.py diff    DIR           # what differs now from the snapshot
     slurm_adopt_snapshot.py drop    DIR
 
-Prints one JSON object (changed, paths, differences).  `save` refuses to
-overwrite an existing snapshot unless --force (a snapshot left by an earlier
-failed run is the last known-good state).
+Prints one JSON object (changed, paths, differences).  `save` keeps an
+existing snapshot unless --force (the rollout drops its snapshot once the
+change succeeded or was rolled back, so one that is still there was left by
+an interrupted run and is the last known-good state); it then reports
+kept_existing.
 """
 
 import json
@@ -151,7 +153,7 @@ def restore(snapdir):
     for full in sorted(entries, key=len):
         info = entries[full]
         if info["type"] == "dir":
-            if os.path.lexists(full) and not os.path.isdir(full):
+            if os.path.lexists(full) and (os.path.islink(full) or not os.path.isdir(full)):
                 _remove(full)
             if not os.path.isdir(full):
                 os.makedirs(full)

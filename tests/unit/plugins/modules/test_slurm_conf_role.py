@@ -5,6 +5,7 @@ configless delegation, and verification against the running lab controller
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -20,17 +21,19 @@ LAB_CONF = "/var/lib/slurm-adopt-lab/host/etc/slurm.conf"
 pytestmark = pytest.mark.skipif(not os.path.exists(PLAYBOOK), reason="no ansible-playbook next to this python")
 
 
-def play(tmp_path, variables, *extra, hosts="node1", environment=None):
+def play(tmp_path, variables, *extra, hosts="node1", environment=None, tasks_from=None, report=None):
     inventory = tmp_path / "inventory.ini"
     inventory.write_text("[all]\nnode1 ansible_connection=local ansible_python_interpreter=%s\n"
                          "ctl1 ansible_connection=local ansible_python_interpreter=%s\n"
                          % (sys.executable, sys.executable))
     book = tmp_path / "play.yml"
-    book.write_text(json.dumps([{
-        "name": "adopt_slurm_conf test", "hosts": hosts, "gather_facts": False,
-        "environment": environment or {},
-        "roles": [{"role": "hpc.slurm_adopt.adopt_slurm_conf"}],
-    }]))
+    play_ = {"name": "adopt_slurm_conf test", "hosts": hosts, "gather_facts": False,
+             "environment": environment or {},
+             "tasks": [{"name": "the role", "ansible.builtin.include_role": dict(
+                 {"name": "hpc.slurm_adopt.adopt_slurm_conf"}, **({"tasks_from": tasks_from} if tasks_from else {}))}]}
+    if report:
+        play_["tasks"].append({"name": "report", "ansible.builtin.debug": {"msg": report}})
+    book.write_text(json.dumps([play_]))
     varfile = tmp_path / "vars.json"
     base = {"adopt_slurm_conf_manage_daemons": False, "adopt_slurm_conf_verify": False,
             "adopt_slurm_conf_configless_env_files": [str(tmp_path / "default-slurmd")],
@@ -126,6 +129,87 @@ def test_configless_node_edits_the_controller_file(tmp_path, etc):
     assert "node1 -> ctl1" in proc.stdout
     assert (etc / "cgroup.conf").exists()
     assert (tmp_path / "cache" / "slurm.conf").read_text() == "# cache\n"
+
+
+def test_verify_mode_names_what_is_missing_and_writes_nothing(tmp_path, etc):
+    """slurm.conf belongs to another tool: verify changes nothing and fails
+    with each missing prerequisite; on a file that has them it passes."""
+    before = tree(etc)
+    proc = play(tmp_path, {"adopt_slurm_conf_path": str(etc / "slurm.conf"), "adopt_slurm_conf_mode": "verify",
+                           "adopt_slurm_conf_verify": False})
+    assert proc.returncode != 0
+    assert "PrologFlags must become X11,Alloc,Contain" in proc.stdout, proc.stdout
+    assert "adopt_slurm_conf_mode is verify" in proc.stdout
+    assert tree(etc) == before
+    done = play(tmp_path, {"adopt_slurm_conf_path": str(etc / "slurm.conf"), "adopt_slurm_conf_backup": False})
+    assert done.returncode == 0, done.stdout
+    after = tree(etc)
+    # (with adopt_slurm_conf_verify, the running configuration is checked too)
+    proc = play(tmp_path, {"adopt_slurm_conf_path": str(etc / "slurm.conf"), "adopt_slurm_conf_mode": "verify",
+                           "adopt_slurm_conf_verify": False})
+    assert proc.returncode == 0 and "must become" not in proc.stdout, proc.stdout
+    assert tree(etc) == after
+
+
+def test_a_shared_file_gives_every_host_the_change(tmp_path, etc):
+    """node1 and ctl1 share one slurm.conf (as over NFS).  With one fork,
+    node1 edits it first; ctl1 then finds nothing to do in the file itself,
+    but its file changed under it: it must take node1's changed keys, or its
+    slurmd would never get the restart that TaskPlugin needs."""
+    variables = {"adopt_slurm_conf_path": str(etc / "slurm.conf"), "adopt_slurm_conf_backup": False}
+    proc = play(tmp_path, variables, "--forks", "1", hosts="node1,ctl1",
+                report="KEYS {{ inventory_hostname }} {{ __adopt_slurm_conf_changed_keys | sort | join(',') }}"
+                       " BY-ME {{ __adopt_slurm_conf_edited_by_me }}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    keys = {h: (k, m) for h, k, m in re.findall(r'"msg": "KEYS (\S+) (\S*) BY-ME (\S+)"', proc.stdout)}
+    assert keys["node1"] == ("ProctrackType,PrologFlags,TaskPlugin", "True"), proc.stdout
+    assert keys["ctl1"] == ("ProctrackType,PrologFlags,TaskPlugin", "False"), proc.stdout
+
+
+def test_health_check_program_set_kept_and_removed_only_when_ours(tmp_path, etc):
+    ours = "/usr/sbin/slurm-adopt-healthcheck"
+    variables = {"adopt_slurm_conf_path": str(etc / "slurm.conf"), "adopt_slurm_conf_backup": False,
+                 "adopt_slurm_conf_health_check_program": ours, "adopt_slurm_conf_health_check_interval": 0}
+    proc = play(tmp_path, variables)
+    assert proc.returncode == 0, proc.stdout
+    conf = (etc / "slurm.conf").read_text()
+    assert "HealthCheckProgram=%s\n" % ours in conf and "HealthCheckInterval=0\n" in conf, conf
+    assert "HealthCheckNodeState=ANY\n" in conf
+    proc = play(tmp_path, variables, tasks_from="health_check_absent")
+    assert proc.returncode == 0, proc.stdout
+    assert "HealthCheck" not in (etc / "slurm.conf").read_text()
+    # a site's own program is kept, and never removed
+    with open(str(etc / "slurm.conf"), "a") as handle:
+        handle.write("HealthCheckProgram=/usr/sbin/nhc\nHealthCheckInterval=600\n")
+    proc = play(tmp_path, variables)
+    assert proc.returncode == 0 and "left as it is" in proc.stdout, proc.stdout
+    proc = play(tmp_path, variables, tasks_from="health_check_absent")
+    assert proc.returncode == 0, proc.stdout
+    conf = (etc / "slurm.conf").read_text()
+    assert "HealthCheckProgram=/usr/sbin/nhc\n" in conf and "HealthCheckInterval=600\n" in conf, conf
+
+
+def test_idle_policy_leaves_a_node_with_job_steps_alone(tmp_path):
+    """A slurmd restart is recorded as needed; the node has job steps
+    (`scontrol listpids` lists one) and the policy is idle: slurmd must not
+    be restarted, and the record stays for the next run.  (Stand-ins for
+    scontrol and systemctl: this machine's PID 1 is not systemd.)"""
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    (stub / "scontrol").write_text("#!/bin/sh\n[ \"$1\" = listpids ] && printf 'PID JOBID STEPID LOCALID GLOBALID\\n"
+                                   "4242 17 extern 0 0\\n' && exit 0\nexit 1\n")
+    (stub / "systemctl").write_text("#!/bin/sh\necho active\n")
+    for name in ("scontrol", "systemctl"):
+        os.chmod(str(stub / name), 0o755)
+    pending = tmp_path / "pending"
+    pending.write_text("TaskPlugin\n")
+    variables = {"adopt_slurm_conf_slurmd_restart": "idle", "adopt_slurm_conf_pending_file": str(pending)}
+    proc = play(tmp_path, variables, tasks_from="slurmd",
+                environment={"PATH": "%s:%s" % (stub, os.environ.get("PATH", ""))})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "it keeps its old plugins until it is restarted" in proc.stdout, proc.stdout
+    assert "Restart slurmd (running jobs keep running)] ***\nskipping" in proc.stdout, proc.stdout
+    assert pending.read_text() == "TaskPlugin\n"
 
 
 def test_configless_without_controller_fails_clearly(tmp_path, etc):
