@@ -8,7 +8,9 @@
 #                Python 3.11, on a copy of the tree at
 #                build/ansible_collections/<ns>/<name> (ansible-test insists on
 #                that layout).  The copy holds the git-tracked and untracked
-#                not-ignored files minus SANITY_SKIP below (SANITY_ALL=1: all).
+#                not-ignored files minus galaxy.yml's build_ignore, except the
+#                dev and test paths in SANITY_KEEP below, which are sanity-tested
+#                although they do not ship (SANITY_ALL=1: everything).
 #                Ignores: tests/sanity/ignore-2.19.txt.
 #   sanity-next  the same with the newest ansible-core line PyPI has
 #                (requirements/sanity-next.txt, 2.21) on Python 3.12 from pyenv,
@@ -55,7 +57,7 @@
 # Env:   CHECK_JOBS=N        steps run N at a time (default: number of CPUs);
 #                            each step's output is printed when it ends
 #        SANITY_ARGS="..."   extra args for both ansible-test sanity runs
-#        SANITY_ALL=1        sanity-test the paths in SANITY_SKIP too
+#        SANITY_ALL=1        sanity-test all of build_ignore too
 #        CHECK_TIMEOUT=N     seconds allowed per step (default 1800)
 #        CHECK_RELEASE=1     release gate for the changelog step
 #        ANSIBLE_TEST_HOME   where ansible-test keeps its venvs (default
@@ -74,9 +76,12 @@ INSTALLED=$BUILD/installed           # the tarball, installed: <INSTALLED>/ansib
 export ANSIBLE_TEST_HOME=${ANSIBLE_TEST_HOME:-$BUILD/.ansible-test-home}
 ALL_STEPS=(lint sanity sanity-next pycompat meta license changelog build docs ee)
 
-# Paths the sanity copies leave out (besides .git/.venv/build): not Ansible
-# content and not shipped; they have their own tests.
-SANITY_SKIP=(.ci lab benchmarks tests/fleet)
+# Not shipped (galaxy.yml build_ignore) but sanity-tested all the same: the
+# test suites, molecule and dev scripts that sanity has always covered.
+# Everything else in build_ignore (the labs, benchmarks, CI, test helpers with
+# their own conventions) stays out of the sanity copies.
+SANITY_KEEP=(tests/unit tests/node tests/fakes tests/fixtures molecule scripts requirements
+             Makefile pytest.ini .ansible-lint .yamllint changelogs/fragments)
 # What sanity-next checks: the content a site installs and runs.
 SANITY_NEXT_TARGETS=(plugins/ roles/ playbooks/ meta/ tests/testinfra/)
 
@@ -107,7 +112,7 @@ INST=$INSTALLED/ansible_collections/$NS/$NAME
 banner() { printf '\n======== %s ========\n' "$*"; }
 
 # ---------------------------------------------------------------------------
-# The staged copy: tracked + untracked-not-ignored files minus SANITY_SKIP,
+# The staged copy: tracked + untracked-not-ignored files minus what sanity skips (above),
 # as a fresh git repo so that ansible-test lists exactly these files (without
 # it ansible-test would find the checkout's .git, where build/ is ignored, and
 # see no files at all).  Collections the content may use (from the venv, see
@@ -116,14 +121,16 @@ stage_copy() {   # stage_copy <dest ansible_collections root>
     local root=$1 dest=$1/$NS/$NAME
     rm -rf "$root"
     mkdir -p "$dest"
-    SANITY_SKIP_LIST="${SANITY_SKIP[*]}" python3 - "$dest" "${SANITY_ALL:-0}" <<'PY' || return 1
+    SANITY_KEEP_LIST="${SANITY_KEEP[*]}" python3 - "$dest" "${SANITY_ALL:-0}" <<'PY' || return 1
 import fnmatch, os, shutil, subprocess, sys
+import yaml
 
 dest, include_all = sys.argv[1], sys.argv[2] == "1"
 skip = [".git", ".venv", ".venv-*", "build", "*.tar.gz", "**/__pycache__", "*.pyc",
         ".pytest_cache", "tests/output", "mutants", ".mutmut-cache", "changelogs/.plugin-cache.yaml"]
 if not include_all:
-    skip += os.environ["SANITY_SKIP_LIST"].split()
+    keep = set(os.environ["SANITY_KEEP_LIST"].split())
+    skip += [p for p in yaml.safe_load(open("galaxy.yml")).get("build_ignore") or [] if p not in keep]
 out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                      check=True, capture_output=True).stdout.decode()
 n = 0
@@ -665,7 +672,7 @@ run_step() {
 want() { case " ${steps[*]} " in *" $1 "*) return 0 ;; esac; return 1; }
 
 mkdir -p "$LOGS"
-rm -f "$LOGS"/*.log "$LOGS"/*.rc "$LOGS"/*.time
+rm -f "$LOGS"/*.log "$LOGS"/*.rc "$LOGS"/*.time "$LOGS"/*.cpu
 t_all=$(date +%s%N)
 # Staged copies first (sanity, sanity-next and build read them).
 if want sanity || want build; then
@@ -687,12 +694,13 @@ JOBS=${CHECK_JOBS:-$(nproc 2>/dev/null || echo 1)}
 [ "$JOBS" -ge 1 ] 2>/dev/null || JOBS=1
 
 run_chain() {
-    local s t0 rc
+    local s t0 rc TIMEFORMAT='%U %S'
     for s in $1; do
         t0=$(date +%s%N)
         echo "$(date +%T) start $s"
         rc=0
-        { banner "$s"; run_step "$s"; } > "$LOGS/$s.log" 2>&1 || rc=$?
+        # `time` of the step's whole process tree: user and system CPU seconds
+        { time { banner "$s"; run_step "$s"; } > "$LOGS/$s.log" 2>&1; } 2> "$LOGS/$s.cpu" || rc=$?
         echo "$rc" > "$LOGS/$s.rc"
         echo $(( ($(date +%s%N) - t0) / 100000000 )) > "$LOGS/$s.time"
         echo "$(date +%T) end   $s ($([ "$rc" = 0 ] && echo PASS || echo "FAIL($rc)"))"
@@ -711,14 +719,18 @@ for s in "${ALL_STEPS[@]}"; do
     cat "$LOGS/$s.log" 2>/dev/null
 done
 banner summary
+printf '%-12s %-8s %8s %8s\n' step result wall cpu
+cpu_all=0
 for s in "${ALL_STEPS[@]}"; do
     want "$s" || continue
     rc=$(cat "$LOGS/$s.rc" 2>/dev/null || echo 99)
     ds=$(cat "$LOGS/$s.time" 2>/dev/null || echo 0)
+    cpu=$(awk '{printf "%.1f", $1 + $2}' "$LOGS/$s.cpu" 2>/dev/null || echo 0)
+    cpu_all=$(awk -v a="$cpu_all" -v b="$cpu" 'BEGIN {printf "%.1f", a + b}')
     if [ "$rc" = 0 ]; then res=PASS; else res="FAIL($rc)"; overall=1; fi
-    printf '%-12s %-8s %6ss\n' "$s" "$res" "$((ds / 10)).$((ds % 10))"
+    printf '%-12s %-8s %7ss %7ss\n' "$s" "$res" "$((ds / 10)).$((ds % 10))" "$cpu"
 done
 ds=$(( ($(date +%s%N) - t_all) / 100000000 ))
-printf '%-12s %-8s %6ss  (CHECK_JOBS=%s, load %s)\n' total "" "$((ds / 10)).$((ds % 10))" "$JOBS" \
-    "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-12s %-8s %7ss %7ss  (CHECK_JOBS=%s, %s CPUs, load %s)\n' total "" "$((ds / 10)).$((ds % 10))" "$cpu_all" \
+    "$JOBS" "$(nproc 2>/dev/null)" "$(cut -d' ' -f1-3 /proc/loadavg)"
 exit $overall
