@@ -52,6 +52,10 @@
 #                builder's own introspect script finds our packages, and the
 #                Debian package names exist (RPM names cannot be checked here:
 #                no RHEL repository is reachable).
+#   importer     galaxy-importer (what Galaxy and Automation Hub run on an
+#                uploaded tarball: metadata limits, ansible-doc of every plugin
+#                and role, content) on the built tarball, offline; its
+#                ansible-lint pass is off (the lint step runs ansible-lint).
 #
 # Usage: scripts/check-collection.sh [STEP ...]     (default: all of the above)
 # Env:   CHECK_JOBS=N        steps run N at a time (default: number of CPUs);
@@ -74,7 +78,7 @@ BUILD=$ROOT/build
 LOGS=$BUILD/check-logs
 INSTALLED=$BUILD/installed           # the tarball, installed: <INSTALLED>/ansible_collections/<ns>/<name>
 export ANSIBLE_TEST_HOME=${ANSIBLE_TEST_HOME:-$BUILD/.ansible-test-home}
-ALL_STEPS=(lint sanity sanity-next pycompat meta license changelog build docs ee)
+ALL_STEPS=(lint sanity sanity-next pycompat meta license changelog build docs ee importer)
 
 # Not shipped (galaxy.yml build_ignore) but sanity-tested all the same: the
 # test suites, molecule and dev scripts that sanity has always covered.
@@ -653,6 +657,27 @@ PY
     return "$rc"
 }
 
+step_importer() {
+    [ -f "$TARBALL" ] || { echo "FAIL: no tarball (the build step must run first)"; return 1; }
+    local tmp rc=0
+    tmp=$(mktemp -d)
+    # shellcheck disable=SC2064
+    trap "rm -rf '$tmp'" RETURN
+    (cd "$tmp" && GALAXY_IMPORTER_RUN_ANSIBLE_LINT=false GALAXY_IMPORTER_RUN_ANSIBLE_TEST=false \
+        GALAXY_IMPORTER_CHECK_CHANGELOG=true ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
+        timeout "$STEP_TIMEOUT" python3 -m galaxy_importer.main "$TARBALL") || rc=1
+    [ -f "$tmp/importer_result.json" ] && python3 - "$tmp/importer_result.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+contents = r.get("contents") or []
+kinds = {}
+for c in contents:
+    kinds[c.get("content_type")] = kinds.get(c.get("content_type"), 0) + 1
+print("galaxy-importer found: " + ", ".join("%d %s" % (n, k) for k, n in sorted(kinds.items())))
+PY
+    return "$rc"
+}
+
 # ---------------------------------------------------------------------------
 run_step() {
     case $1 in
@@ -666,6 +691,7 @@ run_step() {
         build) step_build ;;
         docs) step_docs ;;
         ee) step_ee ;;
+        importer) step_importer ;;
     esac
 }
 
@@ -685,7 +711,7 @@ fi
 # Chains of steps that depend on each other run in order; chains run in
 # parallel, CHECK_JOBS at a time.  The long ones go first.
 chains=()
-for c in "sanity" "sanity-next" "lint" "build docs ee" "pycompat meta license changelog"; do
+for c in "sanity" "sanity-next" "lint" "build docs ee importer" "pycompat meta license changelog"; do
     sel=()
     for s in $c; do want "$s" && sel+=("$s"); done
     [ ${#sel[@]} -gt 0 ] && chains+=("${sel[*]}")
