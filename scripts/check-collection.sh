@@ -588,6 +588,16 @@ sys.exit(1 if bad else 0)' "$kind" "${names[@]}" <<<"$json" || rc=1
 
 step_docs() {
     [ -f "$INST/MANIFEST.json" ] || { echo "FAIL: no installed collection (the build step must run first)"; return 1; }
+    # antsibull-docs copies the collection before linting it, with `git
+    # ls-files` when the path is inside a git work tree.  build/installed is
+    # inside this checkout, where build/ is git-ignored: it would copy (and
+    # lint) nothing and report "clean".  GIT_CEILING_DIRECTORIES stops git
+    # from finding the checkout; the guard below makes sure it did.
+    export GIT_CEILING_DIRECTORIES=$INSTALLED
+    if git -C "$INST" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+        echo "FAIL: $INST is inside a git work tree; antsibull-docs would lint an empty copy"
+        return 1
+    fi
     (cd "$INST" && ANSIBLE_COLLECTIONS_PATH="$INSTALLED" ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
         timeout "$STEP_TIMEOUT" antsibull-docs lint-collection-docs --plugin-docs .) \
         && echo "antsibull-docs lint-collection-docs --plugin-docs: clean"
