@@ -53,9 +53,10 @@
 #                Debian package names exist (RPM names cannot be checked here:
 #                no RHEL repository is reachable).
 #   importer     galaxy-importer (what Galaxy and Automation Hub run on an
-#                uploaded tarball: metadata limits, ansible-doc of every plugin
-#                and role, content) on the built tarball, offline; its
-#                ansible-lint pass is off (the lint step runs ansible-lint).
+#                uploaded tarball: metadata limits, content) on the built
+#                tarball, offline.  Its ansible-lint and ansible-doc passes are
+#                off: the lint step runs ansible-lint, and the build and docs
+#                steps render every module and role with ansible-doc.
 #
 # Usage: scripts/check-collection.sh [STEP ...]     (default: all of the above)
 # Env:   CHECK_JOBS=N        steps run N at a time (default: number of CPUs);
@@ -673,7 +674,8 @@ step_importer() {
     tmp=$(mktemp -d)
     # shellcheck disable=SC2064
     trap "rm -rf '$tmp'" RETURN
-    (cd "$tmp" && GALAXY_IMPORTER_RUN_ANSIBLE_LINT=false GALAXY_IMPORTER_RUN_ANSIBLE_TEST=false \
+    (cd "$tmp" && GALAXY_IMPORTER_RUN_ANSIBLE_LINT=false GALAXY_IMPORTER_RUN_ANSIBLE_DOC=false \
+        GALAXY_IMPORTER_RUN_ANSIBLE_TEST=false \
         GALAXY_IMPORTER_CHECK_CHANGELOG=true ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=false \
         timeout "$STEP_TIMEOUT" python3 -m galaxy_importer.main "$TARBALL") || rc=1
     [ -f "$tmp/importer_result.json" ] && python3 - "$tmp/importer_result.json" <<'PY'
