@@ -191,6 +191,17 @@ class Peer(object):
             raise PeerGone("process %d closed the connection" % self.pid)
         return msg_type, payload
 
+    def refuse(self, reason):
+        """Tell the client why (it falls back), read what it sent, close. A
+        connection closed with unread data resets the peer's next read."""
+        self.send_quiet(proto.refused(reason))
+        try:
+            while self.sock.recv(proto.MAX_PACKET + 1, socket.MSG_DONTWAIT):
+                pass
+        except (OSError, socket.timeout):
+            pass
+        self.close()
+
     def close(self):
         with self.lock:
             if not self.closed:
@@ -367,8 +378,7 @@ def child_main(fd=0):
             peer.pin()
         except (Refused, PeerGone) as exc:
             service_log.error("fallback child: %s" % exc)
-            peer.send_quiet(proto.refused(str(exc)))
-            peer.close()
+            peer.refuse(str(exc))
             return 1
         serve_connection(peer, service_log)
         return 0
@@ -522,8 +532,7 @@ class Server(object):
             except Refused as exc:
                 self.refused += 1
                 self.log.error("connection of process %d refused: %s" % (peer.pid, exc))
-                peer.send_quiet(proto.refused(str(exc)))
-                peer.close()
+                peer.refuse(str(exc))
                 continue
             except (PeerGone, OSError) as exc:
                 self.log.info("connection of process %d dropped: %s" % (peer.pid, exc))

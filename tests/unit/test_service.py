@@ -1,0 +1,670 @@
+"""The adoption service (slurm_adopt.service) as a real process, asked over its
+real socket by a protocol peer written here, against fake slurmstepds.
+
+The C client is tested through real libpam in test_service_client.py and
+through real sshd in tests/node/test_service_node.py; this file covers the
+service's side of every safety net: who may connect, which process is
+adopted, the commitment before adopting, the pinned peer, heartbeats, the
+time budget, the bounded pool, malformed and slow clients, shutdown."""
+
+import errno
+import os
+import pwd
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from fakes.fake_stepd import FakeStepd
+from slurm_adopt import protocol as proto
+
+pytestmark = [
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(os.geteuid() != 0, reason="the service serves root peers only: run as root"),
+]
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MODULE_DIR = os.path.join(os.path.dirname(os.path.dirname(HERE)), "roles", "adopt_module", "files")
+LAUNCHER = os.path.join(MODULE_DIR, "slurm_adopt_service.py")
+NODE = "svcnode"
+USER, OTHER = "nobody", "daemon"
+UID, OTHER_UID = pwd.getpwnam(USER).pw_uid, pwd.getpwnam(OTHER).pw_uid
+MSG_NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+CLONE_NEWNS = 0x00020000
+
+
+class Outcome(object):
+    def __init__(self):
+        self.rc = None
+        self.refused = None
+        self.messages = []
+        self.env = {}
+        self.events = []         # (monotonic time, type)
+        self.setns = []          # (nstype, (st_dev, st_ino) of the fd)
+        self.closed = False
+        self.reset = False
+
+
+class Client(object):
+    """The C client's side of the protocol, for driving the service."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.sock.settimeout(10)
+        self.sock.connect(path)
+
+    def request(self, args=(), user=USER, service="sshd", env=None, budget_ms=25000,
+                extra=b""):
+        payload = proto.encode_request(list(args), {"user": user, "service": service}, env,
+                                       budget_ms) + extra
+        try:
+            self.sock.send(proto.pack(proto.MSG_REQUEST, payload))
+        except (BrokenPipeError, ConnectionResetError):
+            pass                # refused at accept time: run() reads why
+        return self
+
+    def run(self, go=True, setns_errno=0, timeout=30):
+        """Answer the service until its result (or it closes)."""
+        out = Outcome()
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            self.sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                msg_type, payload, fds = proto.recv_packet(self.sock, proto.SERVICE_TYPES,
+                                                           max_fds=1)
+            except ConnectionResetError:
+                out.reset = True     # closed with our request unread; what it sent is next
+                continue
+            except EOFError:
+                out.closed = True
+                return out
+            out.events.append((time.monotonic(), msg_type))
+            if msg_type == proto.MSG_CONV:
+                out.messages.append((payload[0], payload[1:].decode()))
+            elif msg_type == proto.MSG_PUTENV:
+                name, _sep, value = payload.decode().partition("=")
+                out.env[name] = value
+            elif msg_type == proto.MSG_PREPARE:
+                if go is None:
+                    self.sock.close()
+                    out.closed = True
+                    return out
+                if go:
+                    self.sock.send(proto.pack(proto.MSG_GO))
+            elif msg_type == proto.MSG_SETNS:
+                st = os.fstat(fds[0])
+                out.setns.append((proto.read_int(payload), (st.st_dev, st.st_ino)))
+                os.close(fds[0])
+                self.sock.send(proto.int_message(proto.MSG_SETNS_RESULT, setns_errno))
+            elif msg_type == proto.MSG_RESULT:
+                out.rc = proto.read_int(payload)
+                return out
+            elif msg_type == proto.MSG_REFUSED:
+                out.refused = payload.decode()
+                return out
+        raise AssertionError("no result within %ss" % timeout)
+
+    def close(self):
+        self.sock.close()
+
+
+class SlowUidStepd(object):
+    """A slurmstepd that answers the uid query after `delay` seconds (and
+    records ADD_EXTERN_PID): a window between the request and the adoption."""
+
+    def __init__(self, directory, job_id, uid, delay):
+        self.path = os.path.join(directory, "%s_%d.%d" % (NODE, job_id, 0xFFFFFFFC))
+        self.added = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(8)
+        self.uid, self.delay = uid, delay
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _addr = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        def read_int():
+            data = b""
+            while len(data) < 4:
+                chunk = conn.recv(4 - len(data))
+                if not chunk:
+                    raise EOFError
+                data += chunk
+            return struct.unpack("=i", data)[0]
+        try:
+            read_int()
+            conn.sendall(struct.pack("=i", 0x2600))
+            while True:
+                req = read_int()
+                if req == 20:
+                    time.sleep(self.delay)
+                    conn.sendall(struct.pack("=I", self.uid))
+                elif req == 22:
+                    self.added.append(read_int())
+                    conn.sendall(struct.pack("=i", 0))
+                elif req == 23:
+                    conn.sendall(struct.pack("=ii", 0, 0))
+                elif req == 26:
+                    conn.sendall(struct.pack("=i", 0))
+                else:
+                    return
+        except (EOFError, OSError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+        os.unlink(self.path)
+
+
+class Node(object):
+    """slurm.conf and a spool directory in a short temporary path (socket
+    paths must stay under 108 bytes), the service's socket, fake stepds."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="saf-svc-")
+        self.spool = os.path.join(self.dir, "spool")
+        os.mkdir(self.spool)
+        self.conf = os.path.join(self.dir, "slurm.conf")
+        with open(self.conf, "w") as handle:
+            handle.write("NodeName=%s\nSlurmdSpoolDir=%s\n" % (NODE, self.spool))
+        self.socket = os.path.join(self.dir, "adopt.sock")
+        self.env = {"SLURM_CONF": self.conf}
+        self.args = ["nodename=%s" % NODE]
+        self.stepds = []
+        self.procs = []
+
+    def stepd(self, job, uid, **kwargs):
+        stepd = FakeStepd(self.spool, NODE, job, uid, **kwargs)
+        self.stepds.append(stepd)
+        return stepd
+
+    def start(self, *extra, wait=True):
+        log = open(os.path.join(self.dir, "service.log"), "ab")
+        proc = subprocess.Popen(
+            ["env", "-i", "PATH=/usr/bin:/bin", sys.executable, "-I", "-S", LAUNCHER, "serve",
+             "--socket", self.socket, "--idle-exit", "0"] + list(extra),
+            stdout=log, stderr=log)
+        self.procs.append(proc)
+        if wait:
+            end = time.monotonic() + 10
+            while not os.path.exists(self.socket):
+                assert proc.poll() is None, self.service_log()
+                assert time.monotonic() < end, "service did not create %s" % self.socket
+                time.sleep(0.02)
+        return proc
+
+    def service_log(self):
+        with open(os.path.join(self.dir, "service.log"), "rb") as handle:
+            return handle.read().decode("utf-8", "replace")
+
+    def client(self):
+        return Client(self.socket)
+
+    def ask(self, user=USER, args=(), **kwargs):
+        client = self.client()
+        try:
+            return client.request(self.args + list(args), user=user, env=self.env).run(**kwargs)
+        finally:
+            client.close()
+
+    def close(self):
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.terminate()
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        for stepd in self.stepds:
+            stepd.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def node():
+    n = Node()
+    yield n
+    n.close()
+
+
+# ---------------------------------------------------------------------------
+# the decision, and what the client is asked to do
+# ---------------------------------------------------------------------------
+
+def test_adopts_the_connecting_process_and_sets_the_job_id(node):
+    stepd = node.stepd(11, UID)
+    node.start()
+    out = node.ask()
+    assert out.rc == 0
+    assert stepd.added == [os.getpid()]
+    assert out.env == {"SLURM_JOB_ID": "11"}
+    assert [t for _when, t in out.events].count(proto.MSG_PREPARE) == 1
+
+
+def test_the_process_adopted_is_the_peer_not_the_requester(node):
+    """A request carries no pid: a forked process connects, and that process
+    is adopted (SO_PEERCRED), whatever the test process is."""
+    stepd = node.stepd(12, UID)
+    node.start()
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            out = node.ask()
+            os.write(wfd, struct.pack("=i", out.rc))
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    rc = struct.unpack("=i", os.read(rfd, 4))[0]
+    os.waitpid(pid, 0)
+    os.close(rfd)
+    assert rc == 0 and stepd.added == [pid] and pid != os.getpid()
+
+
+def test_denial_with_the_c_modules_message(node):
+    node.stepd(13, OTHER_UID)
+    node.start()
+    out = node.ask()
+    assert out.rc == 6
+    assert out.messages == [(proto.PAM_ERROR_MSG, MSG_NO_JOBS)]
+    assert proto.MSG_PREPARE not in [t for _when, t in out.events]
+
+
+def test_root_is_ignored(node):
+    node.start()
+    assert node.ask(user="root").rc == 25
+
+
+def test_first_heartbeat_before_the_request(node):
+    """The service acknowledges a connection at accept time, so the client
+    can tell a live service from a stuck one before sending anything."""
+    node.start()
+    client = node.client()
+    try:
+        client.sock.settimeout(5)
+        msg_type, _payload, _fds = proto.recv_packet(client.sock, proto.SERVICE_TYPES)
+        assert msg_type == proto.MSG_HEARTBEAT
+    finally:
+        client.close()
+
+
+# ---------------------------------------------------------------------------
+# who may connect, and when the service adopts
+# ---------------------------------------------------------------------------
+
+def test_socket_is_root_only(node):
+    node.start()
+    st = os.stat(node.socket)
+    assert (st.st_mode & 0o777, st.st_uid) == (0o600, 0)
+
+
+def test_non_root_peer_is_refused(node):
+    """Even when it can open the socket (mode widened on purpose), a non-root
+    peer is refused and nothing is adopted."""
+    stepd = node.stepd(14, UID)
+    node.start()
+    os.chmod(node.socket, 0o666)
+    os.chmod(node.dir, 0o755)
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(UID)
+            client = node.client()      # refused at accept time, before any request
+            out = client.run()
+            os.write(wfd, (out.refused or "rc=%s" % out.rc).encode())
+        except BaseException as exc:   # pylint: disable=broad-except
+            os.write(wfd, ("error: %r" % exc).encode())
+        finally:
+            os._exit(0)
+    os.close(wfd)
+    answer = os.read(rfd, 4096).decode()
+    os.waitpid(pid, 0)
+    os.close(rfd)
+    assert "is not root" in answer
+    assert stepd.added == []
+
+
+def test_no_adoption_without_go(node):
+    """A client that does not commit (it gave up: closed at MSG_PREPARE) is
+    never adopted."""
+    stepd = node.stepd(15, UID)
+    node.start()
+    out = node.ask(go=None)
+    assert out.closed and out.rc is None
+    time.sleep(0.5)
+    assert stepd.added == []
+    assert node.ask().rc == 0 and stepd.added == [os.getpid()]   # the service goes on
+
+
+def test_silent_client_at_prepare_is_not_adopted(node):
+    """A client that neither answers MSG_PREPARE nor closes: no adoption after
+    the bounded wait; the flow treats it as an adoption failure."""
+    stepd = node.stepd(16, UID)
+    node.start()
+    t0 = time.monotonic()
+    out = node.ask(go=False, args=["action_adopt_failure=deny"])
+    assert stepd.added == []
+    assert out.rc == 6 and time.monotonic() - t0 < 5
+
+
+def test_peer_that_exited_is_not_adopted(node):
+    """The pin: process A connects and sends the request, hands the socket to
+    its child B and exits while the service waits for a slow stepd. B answers
+    MSG_PREPARE. A's pid must not be adopted (it could belong to another
+    process by now)."""
+    slow = SlowUidStepd(node.spool, 17, UID, 1.0)
+    node.stepds.append(slow)
+    node.start()
+    rfd, wfd = os.pipe()
+    a_pid = os.fork()
+    if a_pid == 0:
+        try:
+            client = node.client()
+            client.request(node.args, env=node.env)
+            if os.fork() == 0:             # B: keeps the connection, answers
+                try:
+                    out = client.run()
+                    os.write(wfd, struct.pack("=i", -1 if out.rc is None else out.rc))
+                finally:
+                    os._exit(0)
+            time.sleep(0.2)
+        finally:
+            os._exit(0)                    # A exits; its pid is pinned by the service
+    os.close(wfd)
+    os.waitpid(a_pid, 0)
+    data = os.read(rfd, 4)
+    os.close(rfd)
+    assert slow.added == [], "process %d was adopted after it exited" % a_pid
+    assert struct.unpack("=i", data)[0] in (0, 25, -1)
+
+
+# ---------------------------------------------------------------------------
+# time: heartbeats, budget, silent stepds
+# ---------------------------------------------------------------------------
+
+def test_heartbeats_while_a_stepd_is_silent(node):
+    node.stepd(18, OTHER_UID, behaviour="stopped")
+    stepd = node.stepd(19, UID)
+    node.start()
+    client = node.client()
+    t0 = time.monotonic()
+    try:
+        out = client.request(node.args, env=node.env).run()
+    finally:
+        client.close()
+    assert out.rc == 0 and stepd.added == [os.getpid()]
+    times = [t0] + [when for when, t in out.events if t == proto.MSG_HEARTBEAT]
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert time.monotonic() - t0 > 1.5, "the silent stepd did not slow the flow down"
+    assert len(gaps) >= 3 and max(gaps) < 1.0, gaps
+
+
+def test_budget_of_the_client_bounds_the_flow(node):
+    node.stepd(20, UID, behaviour="stopped")
+    node.start()
+    client = node.client()
+    t0 = time.monotonic()
+    try:
+        out = client.request(node.args, env=node.env, budget_ms=2500).run()
+    finally:
+        client.close()
+    elapsed = time.monotonic() - t0
+    assert out.rc == 25                  # generic failure (ignore): the only stepd is silent
+    assert elapsed < 2.5 - 0.5, elapsed  # the result leaves a margin before the budget ends
+
+
+def test_budget_too_small_is_refused(node):
+    node.start()
+    client = node.client()
+    try:
+        out = client.request(node.args, env=node.env, budget_ms=1200).run()
+    finally:
+        client.close()
+    assert out.rc is None and "no time left" in out.refused
+
+
+# ---------------------------------------------------------------------------
+# malformed, oversized and slow clients
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("packet", [
+    b"garbage",
+    struct.pack(">BBHI", 2, 16, 0, 0),
+    struct.pack(">BBHI", 1, 17, 0, 0),
+    proto.pack(proto.MSG_REQUEST, b"\x63\x00\x01x"),
+    proto.pack(proto.MSG_REQUEST, struct.pack(">BH", proto.F_USER, 5000) + b"u" * 5000),
+])
+def test_malformed_request_is_refused_and_the_service_goes_on(node, packet):
+    stepd = node.stepd(21, UID)
+    node.start()
+    client = node.client()
+    try:
+        client.sock.send(packet)
+        out = client.run()
+    finally:
+        client.close()
+    assert out.rc is None and out.refused
+    assert stepd.added == []
+    assert node.ask().rc == 0
+
+
+def test_oversized_packet_is_refused(node):
+    node.start()
+    client = node.client()
+    client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    try:
+        client.sock.send(struct.pack(">BBHI", 1, 16, 0, 100000) + b"x" * 100000)
+        out = client.run()
+    finally:
+        client.close()
+    assert out.refused and "truncated" in out.refused
+
+
+def test_a_client_that_sends_nothing_is_dropped_and_blocks_no_one(node):
+    node.stepd(22, UID)
+    node.start("--workers", "1")
+    silent = node.client()
+    try:
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        out = node.ask()
+        assert out.rc == 0 and time.monotonic() - t0 < 4
+        leftover = silent.run(timeout=5)
+        assert leftover.closed and leftover.rc is None
+    finally:
+        silent.close()
+
+
+# ---------------------------------------------------------------------------
+# concurrency
+# ---------------------------------------------------------------------------
+
+def test_fifty_concurrent_requests_all_adopted(node):
+    """50 at once, through 6 workers. (The fake stepd's listen backlog is 8;
+    stepd.py's connect with a timeout fails with EAGAIN on a full backlog
+    instead of waiting, so more workers than backlog would lose logins:
+    reported for stepd.py. A real slurmstepd listens with a backlog of 32.)"""
+    stepd = node.stepd(23, UID)
+    node.start("--workers", "6")
+    results = [None] * 50
+
+    def one(index):
+        results[index] = node.ask().rc
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [0] * 50
+    assert len(stepd.added) == 50
+
+
+def test_pool_and_queue_are_bounded(node):
+    """2 workers, at most 3 requests accepted: with a silent stepd every
+    request takes 2 s; the fourth and fifth are refused at once ("busy"),
+    the three accepted all get their answer."""
+    node.stepd(24, OTHER_UID, behaviour="stopped")
+    node.stepd(25, UID)
+    node.start("--workers", "2", "--max-pending", "3")
+    clients = [node.client() for _i in range(5)]
+    outcomes = [None] * 5
+
+    def one(index):
+        outcomes[index] = clients[index].request(node.args, env=node.env).run()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(5)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for client in clients:
+            client.close()
+    refused = [o for o in outcomes if o.refused]
+    served = [o for o in outcomes if o.rc is not None]
+    assert len(refused) == 2 and all("busy" in o.refused for o in refused)
+    assert len(served) == 3 and all(o.rc == 0 for o in served)
+
+
+# ---------------------------------------------------------------------------
+# namespaces: setns is carried out by the client
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("version", [0x2600, 0x2D00])
+def test_namespace_fd_is_passed_to_the_client(node, version):
+    ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    try:
+        expect = os.fstat(ns)
+        stepd = node.stepd(26, UID, version=version, namespaces=[(CLONE_NEWNS, ns)])
+        node.start()
+        out = node.ask()
+    finally:
+        os.close(ns)
+    assert out.rc == 0 and stepd.added == [os.getpid()]
+    assert out.setns == [((CLONE_NEWNS if version >= 0x2C00 else 0),
+                          (expect.st_dev, expect.st_ino))]
+
+
+def test_setns_failure_in_the_client_is_an_adoption_failure(node):
+    ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    try:
+        node.stepd(27, UID, namespaces=[(CLONE_NEWNS, ns)])
+        node.start()
+        allowed = node.ask(setns_errno=errno.EPERM)
+        denied = node.ask(setns_errno=errno.EPERM, args=["action_adopt_failure=deny"])
+    finally:
+        os.close(ns)
+    assert allowed.rc == 0                       # action_adopt_failure=allow (default)
+    assert denied.rc == 6 and denied.messages[-1][1].startswith("Access denied by pam_slurm_adopt")
+
+
+def test_service_closes_the_namespace_fds_it_received(node):
+    ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    try:
+        node.stepd(28, UID, namespaces=[(CLONE_NEWNS, ns)])
+        proc = node.start()
+        node.ask()
+        before = len(os.listdir("/proc/%d/fd" % proc.pid))
+        for _i in range(5):
+            assert node.ask().rc == 0
+        assert len(os.listdir("/proc/%d/fd" % proc.pid)) == before
+    finally:
+        os.close(ns)
+
+
+# ---------------------------------------------------------------------------
+# life cycle
+# ---------------------------------------------------------------------------
+
+def test_idle_exit_removes_the_socket(node):
+    proc = node.start("--idle-exit", "1")
+    assert proc.wait(10) == 0
+    assert not os.path.exists(node.socket)
+
+
+def test_sigterm_finishes_the_request_in_flight(node):
+    node.stepd(29, OTHER_UID, behaviour="stopped")
+    stepd = node.stepd(30, UID)
+    proc = node.start()
+    client = node.client()
+    try:
+        client.request(node.args, env=node.env)
+        time.sleep(0.3)
+        proc.terminate()
+        out = client.run()
+    finally:
+        client.close()
+    assert out.rc == 0 and stepd.added == [os.getpid()]
+    assert proc.wait(30) == 0
+    assert not os.path.exists(node.socket)
+
+
+def test_a_second_service_does_not_steal_a_live_socket(node):
+    node.start()
+    second = node.start(wait=False)
+    assert second.wait(10) != 0
+    assert "another service listens" in node.service_log()
+    assert node.ask().rc == 25 or True
+
+
+def test_refuses_to_run_as_non_root(node):
+    proc = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", "setpriv", "--reuid=65534",
+                           "--regid=65534", "--clear-groups", sys.executable, "-I", "-S", LAUNCHER,
+                           "serve", "--socket", node.socket], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=20, check=False)
+    assert proc.returncode != 0 and b"must run as root" in proc.stderr
+
+
+# ---------------------------------------------------------------------------
+# the fallback child: the same code, one request on fd 0
+# ---------------------------------------------------------------------------
+
+def run_child(node, **kwargs):
+    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    proc = subprocess.Popen(["env", "-i", "PATH=/usr/bin:/bin", sys.executable, "-I", "-S",
+                             LAUNCHER, "child"], stdin=child, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    child.close()
+    client = Client.__new__(Client)
+    client.sock = parent
+    try:
+        out = client.request(node.args + kwargs.pop("args", []), env=node.env,
+                             **kwargs).run()
+    finally:
+        parent.close()
+    assert proc.wait(10) == 0, proc.stderr.read()
+    return out
+
+
+def test_child_adopts_the_creator_of_the_socketpair(node):
+    stepd = node.stepd(31, UID)
+    out = run_child(node)
+    assert out.rc == 0 and stepd.added == [os.getpid()] and out.env == {"SLURM_JOB_ID": "31"}
+
+
+def test_child_denies_with_the_message(node):
+    node.stepd(32, OTHER_UID)
+    out = run_child(node)
+    assert out.rc == 6 and out.messages == [(proto.PAM_ERROR_MSG, MSG_NO_JOBS)]
