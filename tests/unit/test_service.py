@@ -190,6 +190,47 @@ def test_peer_that_exited_is_not_adopted(node):
     assert struct.unpack("=i", data)[0] in (0, 25, -1)
 
 
+@pytest.mark.parametrize("pin", ["pidfd", "start time"])
+def test_pin_detects_the_peer_exiting_while_its_socket_stays_open(monkeypatch, pin):
+    """Peer.check_alive in-process, with a pidfd and with the /proc start time
+    used where pidfd_open is missing (kernel < 5.3): process C creates the
+    connection, a child of C keeps C's end open, C exits."""
+    from slurm_adopt import service
+    if pin == "start time":
+        def no_pidfd(_pid):
+            raise OSError(errno.ENOSYS, "pidfd_open not implemented")
+        monkeypatch.setattr(service, "pidfd_open", no_pidfd)
+    carrier, carrier_c = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    c_pid = os.fork()
+    if c_pid == 0:
+        try:
+            mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            carrier_c.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                        struct.pack("=i", theirs.fileno()))])
+            if os.fork() == 0:           # keeps C's end open after C exits
+                time.sleep(5)
+                os._exit(0)
+            carrier_c.recv(1)            # until the parent has pinned C
+        finally:
+            os._exit(0)
+    _data, anc, _flags, _addr = carrier.recvmsg(1, socket.CMSG_SPACE(4))
+    fd = struct.unpack("=i", anc[0][2][:4])[0]
+    peer = service.Peer(socket.socket(fileno=fd))
+    try:
+        assert peer.pid == c_pid
+        peer.pin()
+        peer.check_alive()
+        assert (peer.pidfd is None) == (pin == "start time")
+        carrier.send(b"x")
+        os.waitpid(c_pid, 0)
+        with pytest.raises(service.PeerGone, match="exited"):
+            peer.check_alive()
+    finally:
+        peer.close()
+        carrier.close()
+        carrier_c.close()
+
+
 # ---------------------------------------------------------------------------
 # time: heartbeats, budget, silent stepds
 # ---------------------------------------------------------------------------

@@ -203,6 +203,21 @@ def test_service_stopped_after_go_no_child_configured_action(node, builds):
         assert TOTAL_MS / 1000.0 - 0.5 < r["wall"] < TOTAL_MS / 1000.0 + 2.5
 
 
+def test_service_gone_after_go_no_child_configured_action_at_once(node, builds):
+    """The service dies after "go" (it may have adopted us already): the
+    configured action at once, and no child is asked."""
+    stepd = node.stepd(55, UID)
+
+    def script(conn):
+        proto.recv_packet(conn, proto.CLIENT_TYPES)
+        conn.send(proto.pack(proto.MSG_PREPARE))
+        proto.recv_packet(conn, proto.CLIENT_TYPES)      # MSG_GO, then the connection closes
+    with FakeService(node.socket, script):
+        r = pam(node, builds["client"], ["action_generic_failure=deny"])
+    assert r["rc_name"] == "PAM_PERM_DENIED" and r["wall"] < 3
+    assert stepd.added == [], "a child was asked after the service may have adopted"
+
+
 def test_no_python_at_all_applies_the_action_at_once(node, builds):
     for options, rc in (([], None), (["action_generic_failure=deny"], "PAM_PERM_DENIED"),
                         (["action_generic_failure=allow"], "PAM_SUCCESS"),
@@ -228,8 +243,9 @@ def test_hanging_child_is_killed_at_the_deadline(node, builds):
 
 def test_child_gets_a_clean_environment_and_no_inherited_descriptors(node, builds):
     """What the fallback child sees: only PATH, stdin the socketpair,
-    stdout/stderr /dev/null, nothing else open."""
-    report = os.path.join(node.dir, "report.sock")     # the evaluator's mounts are read-only
+    stdout/stderr /dev/null, nothing else open: not even a descriptor the
+    PAM application (pamtester here, sshd on a node) left inheritable."""
+    report = os.path.join(node.dir, "report.sock")
     sink = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sink.bind(report)
     sink.settimeout(20)
@@ -243,16 +259,24 @@ def test_child_gets_a_clean_environment_and_no_inherited_descriptors(node, build
                      " [os.readlink('/proc/self/fd/%%d' %% f) for f in (0, 1, 2)])).encode(), %r)\n"
                      % report)
     module = build(node.dir, "spy.so", builds["socket"], launcher=spy)
+    pamd = "/etc/pam.d/saf-spy-%d" % os.getpid()
+    with open(pamd, "w") as handle:
+        handle.write("account required %s\n" % module)
+    leak = os.open(os.devnull, os.O_RDONLY)           # inheritable, as sshd's are
     try:
-        pam(node, module)
+        subprocess.run(["pamtester", os.path.basename(pamd), "nobody", "acct_mgmt"],
+                       pass_fds=(leak,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=30, check=False)
         data = sink.recv(65536).decode()
     finally:
+        os.close(leak)
+        os.unlink(pamd)
         sink.close()
     environ, fds, isolated, no_site, targets = eval(data)   # pylint: disable=eval-used
     assert environ == ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]     # as exec'd
     assert (isolated, no_site) == (1, 1)
     assert targets[0].startswith("socket:") and targets[1] == targets[2] == "/dev/null"
-    assert fds[:3] == [0, 1, 2] and len(fds) <= 4     # + the one listdir holds
+    assert fds[:3] == [0, 1, 2] and len(fds) <= 4, fds  # + the one listdir holds
 
 
 # ---------------------------------------------------------------------------
