@@ -498,7 +498,7 @@ VALGRIND = "/usr/bin/valgrind"
 
 
 @pytest.mark.skipif(not os.path.exists(VALGRIND), reason="valgrind is not installed")
-@pytest.mark.parametrize("case", ["service", "child", "malformed"])
+@pytest.mark.parametrize("case", ["service", "child", "malformed", "empty with fd"])
 def test_client_under_valgrind(node, builds, case):
     """pamtester (a real PAM application) with the client, under valgrind:
     no invalid access, no definite leak, no descriptor left open."""
@@ -513,6 +513,9 @@ def test_client_under_valgrind(node, builds, case):
             node.start()
         elif case == "malformed":
             fake = FakeService(node.socket, _malformed(MALFORMED["conv too long"])).__enter__()
+        elif case == "empty with fd":       # a zero-length packet carrying a descriptor
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            fake = FakeService(node.socket, _malformed(b"", [devnull])).__enter__()
         proc = subprocess.run(
             [VALGRIND, "-q", "--error-exitcode=99", "--leak-check=full",
              "--errors-for-leak-kinds=definite", "--track-fds=yes",
@@ -521,6 +524,8 @@ def test_client_under_valgrind(node, builds, case):
     finally:
         if fake:
             fake.__exit__()
+        if case == "empty with fd":
+            os.close(devnull)
         os.unlink(pamd)
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 0, err

@@ -1,17 +1,15 @@
 /*
- * pam_slurm_adopt_client.c - PAM account module: the sshd side of the
- * adoption service of hpc.slurm_adopt (docs/service.md).
- *
+ * pam_slurm_adopt_client.c - PAM account module, the sshd side of the adoption
+ * service of hpc.slurm_adopt (protocol and security: docs/service.md).
  * Copyright (c) hpc.slurm_adopt contributors
  * GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
  *
  * It decides nothing. It sends the module options, the PAM items and sshd's
- * SLURM_CONF/SLURMD_NODENAME to the Python service, carries out what the
- * service asks (a PAM message, pam_putenv, setns into a namespace fd, "go"
- * before its process is adopted) and returns the service's PAM code. When the
- * service cannot answer, it runs the same Python code as its child over a
- * socketpair. Only when neither answers does it apply action_generic_failure.
- * Every wait is bounded: the whole call returns within SAF_TOTAL_MS.
+ * SLURM_CONF/SLURMD_NODENAME to the Python service, does what the service asks
+ * (a PAM message, pam_putenv, setns, "go" before its process is adopted) and
+ * returns the service's PAM code. When the service cannot answer, it runs the
+ * same Python code as its child over a socketpair; only when neither answers
+ * does it apply action_generic_failure. The whole call takes at most SAF_TOTAL_MS.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -51,7 +49,7 @@
 #define SAF_SILENCE_MS 3000
 #endif
 
-enum { VERSION = 1, HDR = 8, MAXPKT = 65536, MAXFIELD = 4096, MAXARGS = 64 };
+enum { VERSION = 1, HDR = 8, MAXPKT = 65536, MAXFIELD = 4096, MAXARGS = 64, GO_ON = -2 };
 enum { M_HEARTBEAT = 1, M_CONV, M_PUTENV, M_PREPARE, M_SETNS, M_RESULT, M_REFUSED,
        M_REQUEST = 16, M_GO, M_SETNS_RESULT };
 enum { F_ARG = 1, F_USER, F_SERVICE, F_RHOST, F_TTY, F_RUSER, F_ENV, F_BUDGET, F_FLAGS };
@@ -68,7 +66,7 @@ static long now_ms(void)
 
 static void put32(unsigned char *p, uint32_t v)
 {
-	p[0] = v >> 24; p[1] = v >> 16; p[2] = v >> 8; p[3] = v;
+	p[0] = v >> 24, p[1] = v >> 16, p[2] = v >> 8, p[3] = v;
 }
 
 static uint32_t get32(const unsigned char *p)
@@ -76,14 +74,12 @@ static uint32_t get32(const unsigned char *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* One request field; -1 when it is over the protocol's limits. */
+/* One request field (u8 tag, u16 length, value); -1 over the protocol's limits. */
 static int field(struct req *r, int tag, const void *val, size_t len)
 {
 	if (len > MAXFIELD || r->len + 3 + len > sizeof(r->b))
 		return -1;
-	r->b[r->len] = tag;
-	r->b[r->len + 1] = len >> 8;
-	r->b[r->len + 2] = len;
+	r->b[r->len] = tag, r->b[r->len + 1] = len >> 8, r->b[r->len + 2] = len;
 	memcpy(r->b + r->len + 3, val, len);
 	r->len += 3 + len;
 	return 0;
@@ -112,9 +108,7 @@ static int build(pam_handle_t *pamh, int flags, int argc, const char **argv, str
 	for (i = 0; i < 2; i++)
 		if ((val = getenv(envs[i])))
 			bad |= field(r, F_ENV, kv, snprintf(kv, sizeof(kv), "%s=%s", envs[i], val));
-	r->b[0] = VERSION;
-	r->b[1] = M_REQUEST;
-	r->b[2] = r->b[3] = 0;
+	r->b[0] = VERSION, r->b[1] = M_REQUEST, r->b[2] = r->b[3] = 0;
 	put32(r->b + 4, r->len - HDR);
 	return bad;
 }
@@ -140,20 +134,22 @@ static int send_pkt(int fd, const unsigned char *b, size_t len, long deadline)
 	return send(fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len ? 0 : -1;
 }
 
-static int send_int(int fd, int type, int has_val, int32_t val, long deadline)
+/* MSG_GO (no payload) or MSG_SETNS_RESULT (an errno). */
+static int answer(int fd, int type, int32_t val, long deadline)
 {
 	unsigned char b[HDR + 4] = { VERSION, (unsigned char)type, 0, 0 };
+	size_t len = type == M_GO ? 0 : 4;
 
-	put32(b + 4, has_val ? 4 : 0);
+	put32(b + 4, len);
 	put32(b + 8, (uint32_t)val);
-	return send_pkt(fd, b, HDR + (has_val ? 4 : 0), deadline);
+	return send_pkt(fd, b, HDR + len, deadline);
 }
 
 /*
- * Carries out the peer's messages until its result. Returns the PAM code,
- * or -1 when there is none: silence (before "go"), the deadline, the peer
- * closing, a malformed message or a refusal. *committed is set once "go" is
- * sent: from then on the peer may adopt us, so no other peer may be asked.
+ * Does what the peer asks until its result. Returns the PAM code, or -1 when
+ * there is none: silence (before "go"), the deadline, the peer closing, a
+ * malformed message, a refusal. *committed is set once "go" is sent: from then
+ * on the peer may adopt this process, so no other peer may be asked.
  */
 static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int *committed)
 {
@@ -174,15 +170,13 @@ static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int 
 		if (wait_fd(fd, POLLIN, until))
 			return -1;
 		memset(&m, 0, sizeof(m));
-		m.msg_iov = &iov;
-		m.msg_iovlen = 1;
-		m.msg_control = ctl.buf;
-		m.msg_controllen = sizeof(ctl.buf);
+		m.msg_iov = &iov, m.msg_iovlen = 1;
+		m.msg_control = ctl.buf, m.msg_controllen = sizeof(ctl.buf);
 		n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		nfd = -1;
-		c = n > 0 ? CMSG_FIRSTHDR(&m) : NULL;
+		c = n >= 0 ? CMSG_FIRSTHDR(&m) : NULL;
 		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS
 		    && c->cmsg_len == CMSG_LEN(sizeof(int)))
 			memcpy(&nfd, CMSG_DATA(c), sizeof(int));
@@ -194,30 +188,28 @@ static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int 
 		b[n > 0 ? n : 0] = 0;
 		switch (b[1]) {
 		case M_HEARTBEAT:
-			rc = -2;
+			rc = GO_ON;
 			break;
 		case M_CONV:
-			if (len > 1 && !memchr(b + 9, 0, len - 1) && (b[8] == PAM_ERROR_MSG
-								|| b[8] == PAM_TEXT_INFO)) {
+			if (len > 1 && !memchr(b + 9, 0, len - 1)
+			    && (b[8] == PAM_ERROR_MSG || b[8] == PAM_TEXT_INFO)) {
 				pam_prompt(pamh, b[8], NULL, "%s", (char *)b + 9);
-				rc = -2;
+				rc = GO_ON;
 			}
 			break;
 		case M_PUTENV:
 			if (len > 1 && b[8] != '=' && strchr((char *)b + 8, '=')
 			    && !memchr(b + 8, 0, len) && pam_putenv(pamh, (char *)b + 8) == PAM_SUCCESS)
-				rc = -2;
+				rc = GO_ON;
 			break;
 		case M_PREPARE:
-			if (!send_int(fd, M_GO, 0, 0, deadline))
-				rc = -2, *committed = 1;
+			if (!answer(fd, M_GO, 0, deadline))
+				rc = GO_ON, *committed = 1;
 			break;
 		case M_SETNS:
-			if (len == 4) {
-				err = setns(nfd, (int)get32(b + 8)) ? errno : 0;
-				if (!send_int(fd, M_SETNS_RESULT, 1, err, deadline))
-					rc = -2;
-			}
+			err = len == 4 && setns(nfd, (int)get32(b + 8)) ? errno : 0;
+			if (len == 4 && !answer(fd, M_SETNS_RESULT, err, deadline))
+				rc = GO_ON;
 			break;
 		case M_RESULT:
 			if (len == 4 && get32(b + 8) < _PAM_RETURN_VALUES)
@@ -229,7 +221,7 @@ static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int 
 		}
 		if (nfd >= 0)
 			close(nfd);
-		if (rc != -2)
+		if (rc != GO_ON)
 			return rc;
 	}
 }
@@ -303,22 +295,20 @@ static int run_child(pam_handle_t *pamh, struct req *r, long deadline, int *comm
 	return rc;
 }
 
-/* action_generic_failure=, matched as the C module matches it (default
- * ignore): the one thing decided here, for when no Python answers at all. */
+/* action_generic_failure=, matched as the C module matches it (default ignore):
+ * the one thing decided here, for when no Python answers at all. */
 static int failure_rc(int argc, const char **argv)
 {
 	int i, rc = PAM_IGNORE;
-	const char *v;
 
 	for (i = 0; i < argc; i++) {
 		if (strncasecmp(argv[i], "action_generic_failure=", 23))
 			continue;
-		v = argv[i] + 23;
-		if (!strncasecmp(v, "allow", 5))
+		if (!strncasecmp(argv[i] + 23, "allow", 5))
 			rc = PAM_SUCCESS;
-		else if (!strncasecmp(v, "ignore", 6))
+		else if (!strncasecmp(argv[i] + 23, "ignore", 6))
 			rc = PAM_IGNORE;
-		else if (!strncasecmp(v, "deny", 4))
+		else if (!strncasecmp(argv[i] + 23, "deny", 4))
 			rc = PAM_PERM_DENIED;
 	}
 	return rc;
