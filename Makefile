@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-down images unit node checks molecule fleet bench
+.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-sid lab-down images unit node checks molecule fleet bench mutation
 
 ## demo: the main job on a lab on this machine: a 4-node podman cluster (controller, two
 ## compute nodes, a login node; real munge + Slurm), the rollout (playbooks/site.yml), the
@@ -26,7 +26,7 @@ test: venv lab images
 venv:
 	scripts/venv.sh >/dev/null
 
-lab: lab-host lab-trixie
+lab: lab-host lab-trixie lab-sid
 
 lab-host:
 	bash lab/host/install.sh
@@ -36,8 +36,13 @@ lab-trixie:
 	bash lab/trixie/build.sh
 	bash lab/trixie/up.sh
 
+lab-sid:
+	bash lab/sid/build.sh
+	bash lab/sid/up.sh
+
 lab-down:
 	-bash lab/fleet/down.sh
+	-bash lab/sid/down.sh
 	-bash lab/trixie/down.sh
 	-bash lab/host/down.sh
 
@@ -49,6 +54,25 @@ unit: venv
 
 node: venv lab
 	ADOPT_LAB_REQUIRED=1 $(PY) -m pytest tests/node
+
+## mutation: mutmut over the node-side package (roles/adopt_module/files/slurm_adopt) against
+## its unit tests, in a scratch copy under build/mutation; prints the score and the survivors
+## (not part of `make test`: about 20-40 minutes on 2 CPUs)
+MUTATION_DIR := build/mutation
+MUTATION_TESTS := test_flow.py test_stepd.py test_callerid.py test_options.py test_slurmconf.py \
+	test_entry.py test_munge.py
+mutation: venv
+	rm -rf $(MUTATION_DIR) && mkdir -p $(MUTATION_DIR)/src $(MUTATION_DIR)/tests/unit
+	cp -r roles/adopt_module/files/slurm_adopt roles/adopt_module/files/pam_slurm_adopt.py $(MUTATION_DIR)/src/
+	find $(MUTATION_DIR)/src -name __pycache__ -prune -exec rm -rf {} +
+	cp -r tests/fakes $(MUTATION_DIR)/tests/
+	cp tests/unit/conftest.py $(addprefix tests/unit/,$(MUTATION_TESTS)) $(MUTATION_DIR)/tests/unit/
+	printf '%s\n' '[mutmut]' 'source_paths=src/slurm_adopt' 'also_copy=src/pam_slurm_adopt.py' \
+	  'pytest_add_cli_args_test_selection=$(addprefix tests/unit/,$(MUTATION_TESTS))' \
+	  'pytest_add_cli_args=-p no:cacheprovider -q -p no:randomly' > $(MUTATION_DIR)/setup.cfg
+	cd $(MUTATION_DIR) && ../../$(VENV)/bin/mutmut run --max-children 2 >mutmut-run.log 2>&1; \
+	  ../../$(VENV)/bin/mutmut results --all true > results.txt 2>&1; \
+	  ../../$(PY) ../../tests/unit/mutation_score.py results.txt
 
 checks: venv
 	scripts/check-collection.sh

@@ -7,9 +7,10 @@
 #
 #   unit      pytest tests/unit (+ the fleet node scripts, no lab needed): the node-side module, the PAM parser/editor,
 #             the slurm.conf editor, module and role tests with ansible-playbook
-#   node      pytest tests/node against the two real Slurm labs on this machine
-#             (host: Debian 12, Slurm 22.05; trixie: Debian 13 chroot, Slurm 24.11),
-#             our module and SchedMD's C module side by side
+#   node      pytest tests/node against the three real Slurm labs on this machine
+#             (host: Debian 12, Slurm 22.05; trixie: Debian 13 chroot, Slurm 24.11;
+#             sid: Debian sid chroot, Slurm 26.05), our module and SchedMD's C module
+#             side by side; then the node-marked tests under tests/unit (a lab must be up)
 #   checks    ansible-lint --profile production, ansible-test sanity, Python 3.6
 #             compatibility of the node-side code, galaxy build + offline install
 #   molecule  the molecule scenarios in podman systemd containers (Debian 12, 13,
@@ -28,8 +29,9 @@ stages=("$@")
 
 run_stage() {
     case $1 in
-        unit)     "$PY" -m pytest -q tests/unit tests/fleet/test_node_scripts.py ;;
-        node)     ADOPT_LAB_REQUIRED=1 "$PY" -m pytest -q tests/node ;;
+        unit)     "$PY" -m pytest -q -m "not node" tests/unit tests/fleet/test_node_scripts.py ;;
+        node)     ADOPT_LAB_REQUIRED=1 "$PY" -m pytest -q tests/node \
+                  && ADOPT_LAB_REQUIRED=1 "$PY" -m pytest -q -m node tests/unit ;;
         checks)   scripts/check-collection.sh ;;
         molecule) scripts/molecule.sh ;;
         fleet)    bash lab/fleet/test.sh ;;

@@ -14,6 +14,7 @@ PKGS=(
     openssh-server openssh-client
     libpam-python libpam-slurm-adopt pamtester
     rsyslog procps python3 util-linux passwd iproute2
+    gcc libc6-dev libpam0g-dev   # tests/node/pam_call.c, the direct PAM driver of the node tests
 )
 
 missing=()

@@ -19,7 +19,7 @@ class FakeStepd(object):
 
     def __init__(self, directory, nodename, job_id, uid, version=0x2600,
                  step_id=0xFFFFFFFC, add_rc=0, x11=(0, None), namespaces=(),
-                 behaviour="normal"):
+                 behaviour="normal", listen=True):
         self.path = os.path.join(directory, "%s_%d.%d" % (nodename, job_id, step_id))
         self.job_id = job_id
         self.uid = uid
@@ -34,15 +34,23 @@ class FakeStepd(object):
         self._stop = threading.Event()
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock.bind(self.path)
-        self._sock.listen(8)
-        self._sock.settimeout(0.2)
         self._thread = threading.Thread(target=self._serve, daemon=True)
+        if listen:
+            self.start()
+
+    def start(self):
+        """listen() and serve; SO_PEERCRED of clients shows who called this."""
+        self._sock.listen(64)
         self._thread.start()
 
     def close(self):
         self._stop.set()
-        self._thread.join(2)
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)    # wakes accept() at once
+        except OSError:
+            pass
         self._sock.close()
+        self._thread.join(2)
         if os.path.exists(self.path):
             os.unlink(self.path)
 
@@ -50,8 +58,6 @@ class FakeStepd(object):
         while not self._stop.is_set():
             try:
                 conn, _peer = self._sock.accept()
-            except socket.timeout:
-                continue
             except OSError:
                 return
             threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
@@ -81,6 +87,9 @@ class FakeStepd(object):
                 self.requests.append(req)
                 if req == 20:                                  # REQUEST_STEP_UID
                     conn.sendall(struct.pack("=I", self.uid))
+                    if self.behaviour == "ends-after-query":   # the job ends meanwhile
+                        self.behaviour = "ended"
+                        os.unlink(self.path)
                 elif req == 22:                                # REQUEST_ADD_EXTERN_PID
                     pid = self._recv_int(conn)
                     if self.behaviour == "ending":
@@ -89,6 +98,9 @@ class FakeStepd(object):
                     conn.sendall(INT.pack(self.add_rc))
                 elif req == 23:                                # REQUEST_X11_DISPLAY
                     display, xauth = self.x11
+                    if self.behaviour == "x11-broken":
+                        conn.sendall(INT.pack(display) + INT.pack(1 << 30))
+                        return
                     conn.sendall(INT.pack(display))
                     if xauth:
                         raw = xauth.encode() + b"\0"
@@ -104,8 +116,10 @@ class FakeStepd(object):
                         self._send_fd(conn, fd)
                 elif req == 28:                                # REQUEST_GET_NS_FDS
                     conn.sendall(struct.pack("=I", len(self.namespaces)))
-                    for ns_type, fd in self.namespaces:
+                    for index, (ns_type, fd) in enumerate(self.namespaces):
                         conn.sendall(INT.pack(ns_type))
+                        if self.behaviour == "ns-partial" and index == len(self.namespaces) - 1:
+                            return                   # the last fd never comes
                         self._send_fd(conn, fd)
                 else:
                     return
@@ -117,3 +131,19 @@ class FakeStepd(object):
     @staticmethod
     def _send_fd(conn, fd):
         conn.sendmsg([b"\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, INT.pack(fd))])
+
+
+def serve_forever_as(uid, gid, *args, **kwargs):
+    """A FakeStepd whose listening socket belongs to uid (SO_PEERCRED reports
+    the credentials of the process that called listen()): for a child
+    process started by the tests (see tests/unit/test_stepd.py)."""
+    import time
+    fake = FakeStepd(*args, listen=False, **kwargs)
+    os.chmod(fake.path, 0o777)
+    os.setgid(gid)
+    os.setuid(uid)
+    fake.start()
+    print("ready", flush=True)
+    while True:
+        time.sleep(60)
+    fake.close()

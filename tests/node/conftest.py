@@ -1,9 +1,11 @@
 """Fixtures for the node tests: real Slurm, real sshd, real PAM.
 
-Each test runs against every lab that is up: ``host`` (Debian 12, Slurm
-22.05) and ``trixie`` (a Debian 13 chroot, Slurm 24.11). A lab that is not up
-skips its tests, unless ADOPT_LAB_REQUIRED=1 (set by `make test` and CI),
-which turns a missing lab into a failure: a skipped real-Slurm test is a gap.
+Each test runs against every lab: ``host`` (Debian 12, Slurm 22.05),
+``trixie`` (a Debian 13 chroot, Slurm 24.11) and ``sid`` (a Debian sid
+chroot, Slurm 26.05). A lab that is not up skips its tests, unless
+ADOPT_LAB_REQUIRED (any non-empty value; `make test` and CI set it) or CI
+is set: then a missing lab, or one left out of ADOPT_LABS, is a failure. A
+skipped real-Slurm test is a gap.
 """
 
 import os
@@ -17,8 +19,16 @@ sys.path.insert(0, os.path.join(REPO, "lab"))
 
 import labctl  # noqa: E402  pylint: disable=wrong-import-position
 
-LAB_NAMES = [n for n in os.environ.get("ADOPT_LABS", "host,trixie").split(",") if n]
-REQUIRED = os.environ.get("ADOPT_LAB_REQUIRED") == "1"
+ALL_LABS = ("host", "trixie", "sid")
+LAB_NAMES = [n for n in os.environ.get("ADOPT_LABS", ",".join(ALL_LABS)).split(",") if n]
+REQUIRED = bool(os.environ.get("ADOPT_LAB_REQUIRED") or os.environ.get("CI"))
+
+
+def pytest_sessionstart(session):
+    missing = [n for n in ALL_LABS if n not in LAB_NAMES]
+    if REQUIRED and missing:
+        raise pytest.UsageError("ADOPT_LAB_REQUIRED is set but ADOPT_LABS leaves out %s"
+                                % ", ".join(missing))
 
 
 def load_lab(name):

@@ -35,13 +35,15 @@ def test_two_jobs_from_outside_pick_the_newest(lab, jobs):
 
 
 def test_action_unknown_deny_and_allow(lab, jobs):
-    lab.set_account_options("py", "action_unknown=deny")
-    r = lab.ssh("py", "bob")
-    assert r.rc == 255 and UNKNOWN in r.message
-    lab.set_account_options("py", "action_unknown=allow")
-    r = lab.ssh("py", "bob")
-    assert r.rc == 0 and r.job_id is None
-    lab.restore_account_line("py")
+    try:
+        lab.set_account_options("py", "action_unknown=deny")
+        r = lab.ssh("py", "bob")
+        assert r.rc == 255 and UNKNOWN in r.message
+        lab.set_account_options("py", "action_unknown=allow")
+        r = lab.ssh("py", "bob")
+        assert r.rc == 0 and r.job_id is None
+    finally:
+        lab.restore_account_line("py")
 
 
 def test_logs_go_to_syslog_with_the_c_modules_ident(lab, jobs):

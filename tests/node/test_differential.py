@@ -14,6 +14,7 @@ from conftest import touch_job_cgroup
 pytestmark = pytest.mark.node
 
 REPORT_DIR = os.environ.get("ADOPT_REPORT_DIR", "build/reports")
+_TRUNCATED = set()
 
 
 def outcome(result):
@@ -36,7 +37,9 @@ def both(lab, user, options=(), via_job=None):
 def record(lab, name, got):
     os.makedirs(REPORT_DIR, exist_ok=True)
     path = os.path.join(REPORT_DIR, "differential-%s.jsonl" % lab.name)
-    with open(path, "a") as handle:
+    mode = "a" if path in _TRUNCATED else "w"          # one report per session
+    _TRUNCATED.add(path)
+    with open(path, mode) as handle:
         handle.write(json.dumps({"lab": lab.name, "scenario": name, **got}) + "\n")
 
 
@@ -67,14 +70,40 @@ SCENARIOS = [
 ]
 
 
+# Absolute expectations (over ssh) for the key scenarios: a mistake both
+# modules share must not pass. None: the same as the C module is enough.
+EXPECTED_SSH = {
+    "one job": lambda j: {"allowed": True, "job": j.alice, "messages": []},
+    "no job": lambda j: {"allowed": False, "job": None, "messages": [NO_JOBS]},
+    "wrong nodename": lambda j: {"allowed": False, "job": None, "messages": [NO_JOBS]},
+    "service=*": lambda j: {"allowed": True, "job": j.alice, "messages": []},
+    "two jobs, unknown source, action_unknown=deny":
+        lambda j: {"allowed": False, "job": None, "messages": [UNKNOWN]},
+    "two jobs, unknown source, action_unknown=allow":
+        lambda j: {"allowed": True, "job": None, "messages": []},
+    "two jobs, from inside the older job": lambda j: {"allowed": True, "job": j.bob_old,
+                                                      "messages": []},
+    "two jobs, from inside the newer job": lambda j: {"allowed": True, "job": j.bob_new,
+                                                      "messages": []},
+    "two jobs, from inside the older job, action_unknown=deny":
+        lambda j: {"allowed": True, "job": j.bob_old, "messages": []},
+}
+NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+UNKNOWN = "Access denied by pam_slurm_adopt: unable to determine source job"
+
+
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("name,user,options,via", SCENARIOS, ids=[s[0] for s in SCENARIOS])
 def test_same_outcome_as_the_c_module(lab, jobs, name, user, options, via):
     via_job = getattr(jobs, via) if via else None
     got = both(lab, user, options, via_job)
     record(lab, name, got)
     assert got["py"] == got["c"], got
+    if name in EXPECTED_SSH:
+        assert got["py"] == EXPECTED_SSH[name](jobs), got
 
 
+@pytest.mark.timeout(120)
 def test_newest_job_from_outside(lab, jobs):
     """Accepted difference 7 (docs/differences.md): on Debian's multiple-slurmd
     build the C module stats a cgroup path that does not exist, so it takes the

@@ -9,12 +9,14 @@ NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this nod
 
 
 def exec_line(lab, *options):
-    # pam_exec passes only the PAM items as environment, and sshd's own
-    # environment is unreadable (setproctitle overwrites /proc/PID/environ):
-    # a non-default slurm.conf must be named on the command line.
+    # pam_exec passes the PAM environment and the PAM items, not sshd's own
+    # environment: a non-default slurm.conf is named on the command line
+    # (/usr/bin/env appends it after the items, where the helper reads it).
+    # python3 -I -S: nothing from PYTHON* variables, no site (issue 9, item 6).
     return " ".join(["account required pam_exec.so stdout /usr/bin/env",
-                     "SLURM_CONF=%s" % lab.slurm_conf, "/usr/bin/python3", lab.module_path,
-                     "pam-exec", "service=%s" % lab.pam_services["py"]] + list(options))
+                     "SLURM_CONF=%s" % lab.slurm_conf, "/usr/bin/python3", "-I", "-S",
+                     lab.module_path, "pam-exec", "service=%s" % lab.pam_services["py"]]
+                    + list(options))
 
 
 def test_pam_exec_adopts_the_sshd_process(lab, jobs):
@@ -41,3 +43,16 @@ def test_pam_exec_other_service_is_success_not_ignore(lab, jobs):
     with lab.pam_account("py", exec_line(lab, "service=another-service")):
         r = lab.ssh("py", "carol")
     assert r.rc == 0 and r.job_id is None
+
+
+def test_pam_exec_denies_when_the_helper_cannot_work(lab, jobs):
+    """A slurm.conf named only in the PAM environment is not used; with
+    action_generic_failure=deny the helper then denies (exit 1), never allows."""
+    line = " ".join(["account required pam_exec.so stdout /usr/bin/python3 -I -S",
+                     lab.module_path, "pam-exec", "service=%s" % lab.pam_services["py"],
+                     "action_generic_failure=deny"])
+    if lab.slurm_conf == "/etc/slurm/slurm.conf":
+        pytest.skip("this lab's slurm.conf is the default path: nothing to name")
+    with lab.pam_account("py", line):
+        r = lab.ssh("py", "alice")
+    assert r.rc == 255 and r.job_id is None

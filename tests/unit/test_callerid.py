@@ -3,15 +3,18 @@
 import os
 import socket
 import struct
+import sys
 import threading
+import time
 
 import pytest
 
-from slurm_adopt import callerid
+from slurm_adopt import callerid, munge
 from slurm_adopt import constants as C
 from slurm_adopt.callerid import (CallerConn, own_netinfo, pack_callerid_request,
                                   parse_proc_net_tcp, unpack_callerid_response)
-from slurm_adopt.stepd import Deadline
+from slurm_adopt.k12 import k12
+from slurm_adopt.log import Log
 
 
 def v4(text):
@@ -113,47 +116,317 @@ def test_own_netinfo_finds_this_processes_tcp_connection(family, host):
         accepted.close()
 
 
-def test_rpc_round_trip_against_a_fake_slurmd(monkeypatch):
-    """Framing on a real TCP socket: length prefix, header, munge auth, body."""
-    monkeypatch.setattr(callerid, "munge_encode", lambda payload, sock, timeout: b"MUNGE:fake:")
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(1)
-    seen = {}
+class FakeSlurmd(object):
+    """A TCP server answering one callerid request per connection with
+    reply(request_bytes) (the raw reply after the length prefix), or with
+    a custom behaviour(conn)."""
 
-    def serve():
-        conn, _peer = server.accept()
-        size = struct.unpack(">I", conn.recv(4))[0]
-        data = b""
-        while len(data) < size:
-            data += conn.recv(size - len(data))
-        seen["header"] = struct.unpack(">HHHI", data[:10])
-        body = struct.pack(">II", 31337, 0) + packstr("remote1")
-        reply = response(0x2600, 5036, body)
-        conn.sendall(struct.pack(">I", len(reply)) + reply)
-        conn.close()
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    def __init__(self, reply=None, behaviour=None, family=socket.AF_INET, host="127.0.0.1"):
+        self.server = socket.socket(family, socket.SOCK_STREAM)
+        self.server.bind((host, 0))
+        self.server.listen(4)
+        self.port = self.server.getsockname()[1]
+        self.requests = []
+        self.reply = reply
+        self.behaviour = behaviour
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        try:
+            conn, _peer = self.server.accept()
+        except OSError:
+            return
+        with conn:
+            if self.behaviour:
+                self.behaviour(conn)
+                return
+            size = struct.unpack(">I", recv_exactly(conn, 4))[0]
+            data = recv_exactly(conn, size)
+            self.requests.append(data)
+            out = self.reply(data)
+            conn.sendall(struct.pack(">I", len(out)) + out)
+
+    def close(self):
+        self.server.close()
+        self.thread.join(5)
+
+
+def recv_exactly(conn, size):
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise EOFError
+        data += chunk
+    return data
+
+
+def reply_with_cred(version, body, cred, msg_type=5036, flags=0):
+    header = struct.pack(">HHHIHHH", version, flags, msg_type, len(body), 0, 0, 0)
+    if flags & C.SLURM_NO_AUTH_CRED:
+        return header + body
+    return header + struct.pack(">I", 101) + struct.pack(">I", len(cred) + 1) + cred + b"\0" + body
+
+
+def real_munged():
+    if not os.path.exists(REAL_MUNGE):
+        if os.environ.get("ADOPT_LAB_REQUIRED") or os.environ.get("CI"):
+            pytest.fail("no munged at %s" % REAL_MUNGE)
+        pytest.skip("no munged on this machine")
+
+
+REAL_MUNGE = "/run/munge/munge.socket.2"
+LOG = Log(to_syslog=False)
+
+
+def rpc(conn, port, timeout=2, budget=5, **kwargs):
+    return callerid.callerid_rpc(conn, port, 0x2600, None, timeout, time.monotonic() + budget,
+                                 LOG, **kwargs)
+
+
+def signed_reply(body, version=0x2600):
+    """A reply whose credential, from the real munged, binds body as
+    slurmd's does (K12 of the body, custom string = message type)."""
+    cred = munge.encode(callerid.body_hash(body, 5036), REAL_MUNGE, 3)
+    return reply_with_cred(version, body, cred)
+
+
+def test_rpc_round_trip_against_a_fake_slurmd():
+    """Framing on a real TCP socket; the request's credential (from the real
+    munged) carries the K12 hash of the request body, as libslurm sends it,
+    and the reply's credential is checked against its body."""
+    real_munged()
+    body = struct.pack(">II", 31337, 0) + packstr("remote1")
+    slurmd = FakeSlurmd(lambda req: signed_reply(body))
     conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
-    result = callerid.callerid_rpc(conn, server.getsockname()[1], 0x2600, None, 2, Deadline(5))
-    thread.join(2)
-    server.close()
-    assert result == (31337, "remote1")
-    assert seen["header"] == (0x2600, 0, 5035, 52)
+    try:
+        assert rpc(conn, slurmd.port) == (31337, "remote1")
+    finally:
+        slurmd.close()
+    request = slurmd.requests[0]
+    assert struct.unpack(">HHHI", request[:10]) == (0x2600, 0, 5035, 52)
+    cred_len = struct.unpack(">I", request[20:24])[0]
+    cred = request[24:24 + cred_len].rstrip(b"\0")
+    req_body = request[24 + cred_len:]
+    assert req_body == callerid.pack_callerid_body(conn)
+    decoded = munge.decode(cred, REAL_MUNGE, 3)
+    assert decoded.error == 0
+    assert decoded.payload == b"\x02" + k12(req_body, b"\x13\xab", 32)
 
 
-def test_rpc_to_a_silent_slurmd_is_bounded(monkeypatch):
+@pytest.mark.parametrize("tamper", ["body", "hash-type", "zero-hash", "garbage-cred", "user-cred"])
+def test_rpc_reply_credential_is_checked(tamper):
+    """auth_g_verify + _check_hash: a reply whose credential does not decode,
+    does not bind its body, or (ours only) was not made by root is refused."""
+    real_munged()
+    body = struct.pack(">II", 4242, 0) + packstr("remote1")
+    if tamper == "body":
+        make = lambda req: signed_reply(struct.pack(">II", 4343, 0) + packstr("remote1"))[:-len(body)] + body
+        cred = munge.encode(callerid.body_hash(struct.pack(">II", 4343, 0) + packstr("remote1"), 5036),
+                            REAL_MUNGE, 3)
+        make = lambda req: reply_with_cred(0x2600, body, cred)
+    elif tamper == "hash-type":
+        cred = munge.encode(b"\x03" + b"\0" * 32, REAL_MUNGE, 3)
+        make = lambda req: reply_with_cred(0x2600, body, cred)
+    elif tamper == "zero-hash":
+        cred = munge.encode(struct.pack(">BH", 1, 5036), REAL_MUNGE, 3)
+        make = lambda req: reply_with_cred(0x2600, body, cred)
+    elif tamper == "garbage-cred":
+        make = lambda req: reply_with_cred(0x2600, body, b"MUNGE:garbage:")
+    else:
+        import pwd
+        nobody = pwd.getpwnam("nobody")
+        here = os.path.dirname(os.path.dirname(callerid.__file__))
+        code = ("import sys; sys.path.insert(0, %r); from slurm_adopt import munge, callerid; "
+                "sys.stdout.buffer.write(munge.encode(callerid.body_hash(bytes.fromhex(%r), 5036), "
+                "None, 3))" % (here, body.hex()))
+        import subprocess
+        p = subprocess.run([sys.executable, "-I", "-c", code], stdout=subprocess.PIPE, timeout=30,
+                           check=True, preexec_fn=lambda: (os.setgid(nobody.pw_gid),
+                                                           os.setuid(nobody.pw_uid)))
+        cred = p.stdout
+        make = lambda req: reply_with_cred(0x2600, body, cred)
+    slurmd = FakeSlurmd(make)
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    try:
+        with pytest.raises(C.RpcError):
+            rpc(conn, slurmd.port, block_zero_hash=(tamper == "zero-hash"))
+    finally:
+        slurmd.close()
+
+
+def test_rpc_zero_hash_reply_is_accepted_unless_blocked():
+    real_munged()
+    body = struct.pack(">II", 4242, 0) + packstr("remote1")
+    cred = munge.encode(struct.pack(">BH", 1, 5036), REAL_MUNGE, 3)
+    slurmd = FakeSlurmd(lambda req: reply_with_cred(0x2600, body, cred))
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    try:
+        assert rpc(conn, slurmd.port)[0] == 4242
+    finally:
+        slurmd.close()
+
+
+def test_rpc_reply_without_credential_is_taken_as_26_05_sends_it():
+    """26.05's slurmd sets SLURM_NO_AUTH_CRED on replies: no auth section."""
+    body = struct.pack(">QIII", 1, 777, C.SLURM_EXTERN_CONT, C.NO_VAL) + struct.pack(">I", 0)
+    body += packstr("node3")
+    slurmd = FakeSlurmd(lambda req: reply_with_cred(0x2D00, body, None, flags=C.SLURM_NO_AUTH_CRED))
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(callerid, "munge_encode", lambda payload, sock, timeout: b"MUNGE:fake:")
+            assert rpc(conn, slurmd.port) == (777, "node3")
+    finally:
+        slurmd.close()
+
+
+@pytest.fixture
+def fake_cred(monkeypatch):
     monkeypatch.setattr(callerid, "munge_encode", lambda payload, sock, timeout: b"MUNGE:fake:")
+
+
+@pytest.mark.timeout(10)
+def test_rpc_to_a_silent_slurmd_is_bounded(fake_cred):
     server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     server.bind(("127.0.0.1", 0))
     server.listen(1)          # accepts (kernel backlog) but never answers
     conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
     try:
+        start = time.monotonic()
         with pytest.raises(C.RpcError) as err:
-            callerid.callerid_rpc(conn, server.getsockname()[1], 0x2600, None, 0.5, Deadline(5))
+            rpc(conn, server.getsockname()[1], timeout=0.5)
+        assert time.monotonic() - start < 1.5
         assert "within" in str(err.value)
     finally:
         server.close()
+
+
+@pytest.mark.timeout(20)
+def test_rpc_to_a_dribbling_peer_ends_at_the_deadline(fake_cred):
+    """A plausible length, then one byte every 0.2 s: the whole exchange
+    ends at the timeout, not at timeout x bytes (issue 9, item 3)."""
+    def dribble(conn):
+        recv_exactly(conn, 4)
+        conn.sendall(struct.pack(">I", 200))
+        for _i in range(200):
+            try:
+                conn.sendall(b"\0")
+            except OSError:
+                return
+            time.sleep(0.2)
+    slurmd = FakeSlurmd(behaviour=dribble)
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    try:
+        start = time.monotonic()
+        with pytest.raises(C.RpcError):
+            rpc(conn, slurmd.port, timeout=1.0)
+        assert time.monotonic() - start < 1.6
+        start = time.monotonic()
+        slurmd2 = FakeSlurmd(behaviour=dribble)
+        with pytest.raises(C.RpcError):        # the module's budget ends it first
+            rpc(conn, slurmd2.port, timeout=10.0, budget=0.7)
+        assert time.monotonic() - start < 1.3
+        slurmd2.close()
+    finally:
+        slurmd.close()
+
+
+@pytest.mark.timeout(10)
+def test_rpc_reply_longer_than_a_callerid_reply_is_refused_at_once(fake_cred):
+    def huge(conn):
+        recv_exactly(conn, 4)
+        conn.sendall(struct.pack(">I", C.MAX_RPC_REPLY + 1))
+        time.sleep(3)
+    slurmd = FakeSlurmd(behaviour=huge)
+    conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
+    try:
+        start = time.monotonic()
+        with pytest.raises(C.RpcError) as err:
+            rpc(conn, slurmd.port, timeout=5)
+        assert "longer than a callerid reply" in str(err.value)
+        assert time.monotonic() - start < 1
+    finally:
+        slurmd.close()
+
+
+IPV6_RPC = r"""
+import os, socket, struct, subprocess, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from slurm_adopt import callerid
+from slurm_adopt.log import Log
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["ip", "-6", "addr", "add", "fd00:5a:1::7/128", "dev", "lo", "nodad"], check=True)
+server = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+for _ in range(50):
+    try:
+        server.bind(("fd00:5a:1::7", 0)); break
+    except OSError:
+        time.sleep(0.05)
+server.listen(1)
+callerid.munge_encode = lambda payload, sock, timeout: b"MUNGE:fake:"
+seen = {}
+def serve():
+    conn, peer = server.accept()
+    size = struct.unpack(">I", conn.recv(4))[0]
+    data = b""
+    while len(data) < size:
+        data += conn.recv(size - len(data))
+    seen["body"] = data[-52:]
+    body = struct.pack(">II", 6006, 0) + struct.pack(">I", 3) + b"v6\0"
+    reply = struct.pack(">HHHIHHH", 0x2600, 0x40, 5036, len(body), 0, 0, 0) + body
+    conn.sendall(struct.pack(">I", len(reply)) + reply)
+    conn.close()
+threading.Thread(target=serve, daemon=True).start()
+src = socket.inet_pton(socket.AF_INET6, "fd00:5a:1::7")
+conn = callerid.CallerConn(src, 40000, socket.inet_pton(socket.AF_INET6, "::1"), 22, socket.AF_INET6)
+print(callerid.callerid_rpc(conn, server.getsockname()[1], 0x2600, None, 2, time.monotonic() + 5, Log(to_syslog=False)))
+print(seen["body"][:20].hex())
+"""
+
+
+@pytest.mark.timeout(30)
+def test_rpc_over_ipv6_goes_to_the_ssh_clients_address():
+    """The IPv6 RPC is sent to the client's own address (here fd00:5a:1::7 in
+    a network namespace of its own), not to ::1 or any other."""
+    import shutil
+    import subprocess
+    if not (shutil.which("unshare") and shutil.which("ip")) or os.getuid() != 0:
+        pytest.fail("needs root, unshare(1) and ip(8)")
+    here = os.path.dirname(os.path.dirname(callerid.__file__))
+    p = subprocess.run(["unshare", "-n", sys.executable, "-I", "-c", IPV6_RPC, here],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=25, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    out = p.stdout.decode().splitlines()
+    assert out[0] == "(6006, 'v6')"
+    assert out[1] == "00000010" + "fd00005a000100000000000000000007"
+
+
+def test_forwarded_reply_header_of_23_11_and_24_11():
+    """forward.cnt > 0: nodelist, timeout, tree width, net_cred only with
+    SLURM_PACK_ADDRS (0x80, 23.11+), tree depth from 24.11."""
+    body = struct.pack(">II", 99, 0) + packstr("n1")
+
+    def header(version, flags):
+        fwd = struct.pack(">H", 1) + packstr("n[1-2]") + struct.pack(">IH", 10, 50)
+        if flags & 0x80:
+            fwd += packstr("netcred")
+        if version >= 0x2A00:
+            fwd += struct.pack(">H", 2)
+        return (struct.pack(">HHHI", version, flags | 0x40, 5036, len(body)) + fwd
+                + struct.pack(">HH", 0, 0))
+    for version, flags in ((0x2800, 0), (0x2800, 0x80), (0x2A00, 0x80), (0x2A00, 0x04),
+                           (0x2B00, 0x80)):
+        assert unpack_callerid_response(header(version, flags) + body) == (99, "n1"), (version, flags)
+
+
+def test_reply_header_with_an_ipv6_origin_address():
+    body = struct.pack(">II", 98, 0) + packstr("n6")
+    head = struct.pack(">HHHIHH", 0x2600, 0x40, 5036, len(body), 0, 0)
+    head += struct.pack(">H", socket.AF_INET6) + struct.pack(">I", 16) + b"\0" * 15 + b"\1"
+    head += struct.pack(">H", 6818)
+    assert unpack_callerid_response(head + body) == (98, "n6")
 
 
 def test_munge_unreachable_is_an_rpc_error(tmp_path):

@@ -79,7 +79,7 @@ class Node(object):
         log = Log(to_syslog=False)
         adopter = Adopter(opts, ctx, log, environ={"SLURM_CONF": str(self.conf)})
 
-        def fake_rpc(conn, port, version, munge_socket, timeout, deadline):
+        def fake_rpc(conn, port, version, munge_socket, timeout, end, log, **kwargs):
             self.rpc_calls.append(version)
             if isinstance(rpc, Exception):
                 raise rpc
@@ -149,17 +149,6 @@ def test_broken_config_applies_action_generic_failure(node, action, rc):
     assert got == rc
     assert any("cannot parse" in text and "action_generic_failure=" + action in text
                for _level, text in log.lines)
-
-
-def test_unknown_nodename_sends_no_jobs_found(node, monkeypatch):
-    import slurm_adopt.slurmconf as sc
-    monkeypatch.setattr(sc.socket, "gethostname", lambda: "not-in-conf")
-    monkeypatch.setattr(sc.socket, "getaddrinfo", lambda *a: [])
-    node.conf.write_text("NodeName=elsewhere\nSlurmdSpoolDir=%s\n" % node.spool)
-    opts = parse_options(["action_generic_failure=deny"])
-    ctx = Ctx()
-    rc = run_safely(Adopter(opts, ctx, Log(to_syslog=False), environ={"SLURM_CONF": str(node.conf)}))
-    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_STEP_LIST]
 
 
 # -- counting jobs ---------------------------------------------------------------
@@ -323,7 +312,7 @@ def test_undetectable_cgroup_version_is_session_err(node):
 
 def test_stopped_stepd_of_the_only_job_applies_generic_failure_in_bounded_time(node, monkeypatch):
     import slurm_adopt.stepd as stepd_mod
-    monkeypatch.setattr(stepd_mod.StepdConnection.__init__, "__defaults__", (0.3,))
+    monkeypatch.setattr(stepd_mod, "STEPD_TIMEOUT", 0.3)
     node.job(80, behaviour="stopped")
     start = time.monotonic()
     rc, ctx, _adopter, log = node.run("action_generic_failure=deny")
@@ -334,7 +323,7 @@ def test_stopped_stepd_of_the_only_job_applies_generic_failure_in_bounded_time(n
 
 def test_stopped_stepd_of_another_job_does_not_block_the_users_job(node, monkeypatch):
     import slurm_adopt.stepd as stepd_mod
-    monkeypatch.setattr(stepd_mod.StepdConnection.__init__, "__defaults__", (0.3,))
+    monkeypatch.setattr(stepd_mod, "STEPD_TIMEOUT", 0.3)
     node.job(81, behaviour="stopped", uid=OTHER_UID)
     mine = node.job(82)
     rc, _ctx, _adopter, _log = node.run()
@@ -367,3 +356,266 @@ def test_munge_failure_is_logged_as_an_error_and_falls_back(node):
     assert rc == C.PAM_SUCCESS and adopted(newest)
     assert (C.LOG_LEVEL_ERROR, "From 127.0.0.1 port 40000 as nobody: cannot ask the remote "
             "slurmd: munged is not reachable at /run/munge/x") in log.lines
+
+
+# -- issue 9 ------------------------------------------------------------------------
+
+@pytest.mark.timeout(30)
+def test_ten_silent_stepds_of_others_cost_one_timeout_and_the_user_is_adopted(node, monkeypatch):
+    """Item 2: with deny/deny, ten stopped stepds of another user neither deny
+    the user nor take N timeouts; the adoption keeps its reserved budget."""
+    import slurm_adopt.stepd as stepd_mod
+    monkeypatch.setattr(stepd_mod, "STEPD_TIMEOUT", 0.5)
+    for job in range(200, 210):
+        node.job(job, uid=OTHER_UID, behaviour="stopped")
+    mine = node.job(300)
+    start = time.monotonic()
+    rc, ctx, _adopter, log = node.run("action_adopt_failure=deny", "action_generic_failure=deny")
+    elapsed = time.monotonic() - start
+    assert rc == C.PAM_SUCCESS and adopted(mine), log.lines
+    assert ctx.env["SLURM_JOB_ID"] == "300"
+    assert elapsed < 1.5, elapsed
+    assert sum("did not answer within" in text for _l, text in log.lines) == 10
+
+
+@pytest.mark.timeout(30)
+def test_adoption_keeps_its_reserve_when_the_queries_use_up_their_part(node, monkeypatch):
+    """The queries may only use the budget before the reserve: a stepd that
+    stays silent until then costs the query phase, not the adoption."""
+    import slurm_adopt.flow as flow_mod2
+    import slurm_adopt.stepd as stepd_mod
+    monkeypatch.setattr(stepd_mod, "STEPD_TIMEOUT", 10)
+    monkeypatch.setattr(flow_mod2, "TOTAL_BUDGET", 2.0)
+    monkeypatch.setattr(flow_mod2, "ADOPT_RESERVE", 1.2)
+    node.job(201, uid=OTHER_UID, behaviour="stopped")
+    mine = node.job(301)
+    start = time.monotonic()
+    rc, _ctx, adopter, log = node.run("action_adopt_failure=deny")
+    assert time.monotonic() - start < 1.6
+    assert rc == C.PAM_SUCCESS and adopted(mine)
+    assert any("budget of the module exhausted" in text for _l, text in log.lines)
+
+
+def test_one_job_is_adopted_on_the_connection_of_its_uid_query(node):
+    """One stepd connection for the uid query and REQUEST_ADD_EXTERN_PID."""
+    fake = node.job(17, x11=(11, "/x"))
+    rc, ctx, _adopter, _log = node.run()
+    assert rc == C.PAM_SUCCESS and adopted(fake)
+    assert len(fake.client_versions) == 1
+    assert fake.requests == [20, 22, 23, 26]
+
+
+def test_newest_26_05_same_second_goes_to_the_higher_job_id(node):
+    """Item 9: whole seconds of the socket ctime, then the highest job id."""
+    newer_socket = None
+    for _attempt in range(20):
+        for fake in node.stepds:
+            fake.close()
+        node.stepds = []
+        high = node.job(20, version=0x2D00)      # created first, higher id
+        time.sleep(0.02)
+        low = node.job(10, version=0x2D00)       # created 20 ms later, lower id
+        if int(os.stat(high.path).st_ctime) == int(os.stat(low.path).st_ctime):
+            newer_socket = low
+            break
+    assert newer_socket is not None
+    assert os.stat(low.path).st_ctime_ns > os.stat(high.path).st_ctime_ns
+    rc, _ctx, _adopter, _log = node.run()
+    assert rc == C.PAM_SUCCESS and adopted(high) and low.added == []
+
+
+def test_empty_service_option_never_matches(node):
+    """Item 11: service= (empty) matches no service: PAM_IGNORE, as the C module."""
+    fake = node.job(5)
+    rc, ctx, _adopter, _log = node.run("service=")
+    assert rc == C.PAM_IGNORE and fake.added == [] and ctx.messages == []
+
+
+def test_empty_nodename_option_finds_no_steps(node):
+    """Item 11: nodename= (empty) is a name, not "guess": no steps, no jobs."""
+    fake = node.job(5)
+    opts = parse_options(["nodename="])
+    ctx = Ctx()
+    rc = run_safely(Adopter(opts, ctx, Log(to_syslog=False), environ={"SLURM_CONF": str(node.conf)}))
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS] and fake.added == []
+
+
+def test_x11_failure_after_the_adoption_keeps_it(node):
+    """Item 10: the stepd added the pid; a broken X11 answer must not turn
+    that into a failure (the C module keeps success)."""
+    fake = node.job(17, behaviour="x11-broken", x11=(12, None))
+    rc, ctx, _adopter, log = node.run("action_adopt_failure=deny")
+    assert rc == C.PAM_SUCCESS and adopted(fake)
+    assert ctx.env == {"SLURM_JOB_ID": "17"}
+    assert any("stepd_get_x11_display failed" in text for _l, text in log.lines)
+
+
+def _uts_of(pid="self"):
+    return os.readlink("/proc/%s/ns/uts" % pid)
+
+
+@pytest.mark.timeout(30)
+def test_the_jobs_namespace_is_really_joined(node):
+    """setns(2) for real: the fake stepd hands over the UTS namespace of a
+    process in a namespace of its own; after the login this process is in
+    it. (UTS, because joining it changes nothing else of the test run.)"""
+    import subprocess
+    if os.getuid() != 0:
+        pytest.fail("needs root")
+    holder = subprocess.Popen(["unshare", "-u", "sleep", "60"])
+    own = os.open("/proc/self/ns/uts", os.O_RDONLY)
+    try:
+        for _ in range(100):
+            if _uts_of(holder.pid) != _uts_of():
+                break
+            time.sleep(0.02)
+        ns_fd = os.open("/proc/%d/ns/uts" % holder.pid, os.O_RDONLY)
+        fake = node.job(17, version=0x2C00, namespaces=[(0x04000000, ns_fd)])
+        rc, _ctx, _adopter, _log = node.run("action_adopt_failure=deny")
+        assert rc == C.PAM_SUCCESS and adopted(fake)
+        assert _uts_of() == _uts_of(holder.pid)
+    finally:
+        from slurm_adopt.stepd import setns
+        setns(own, 0x04000000)
+        os.close(own)
+        holder.kill()
+        holder.wait()
+    assert _uts_of() != "uts:[0]"
+
+
+def test_a_failed_setns_fails_the_adoption(node):
+    """A descriptor that is no namespace: setns() fails, the adoption fails
+    and action_adopt_failure applies (never a half-joined session)."""
+    r, w = os.pipe()
+    try:
+        fake = node.job(17, version=0x2600, namespaces=[(0, r)])
+        rc, ctx, _adopter, log = node.run("action_adopt_failure=deny")
+        assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_ADOPT_FAILED_LEGACY]
+        assert fake.added == [54321]
+        assert any("setns() failed" in text for _l, text in log.lines)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_a_job_that_ends_during_the_login_is_not_picked(node):
+    """Item 11: up to 25.11 the C module asks the owners again before it
+    picks the newest job."""
+    older = node.job(40)
+    node.job(41, behaviour="ends-after-query")     # the highest id, gone by pick time
+    rc, _ctx, _adopter, log = node.run()
+    assert rc == C.PAM_SUCCESS and adopted(older)
+    assert any("Picked job 40" in text for _l, text in log.lines)
+
+
+def test_every_job_ended_during_the_login(node):
+    node.job(40, behaviour="ends-after-query")
+    node.job(41, behaviour="ends-after-query")
+    rc, ctx, _adopter, _log = node.run()
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
+
+
+def test_a_spool_dir_others_can_write_is_not_trusted(node):
+    """Item 7: whoever can create a socket there would be believed."""
+    node.job(17)
+    os.chmod(str(node.spool), 0o777)
+    rc, ctx, _adopter, log = node.run("action_generic_failure=deny")
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == []
+    assert any("not trusting its step sockets" in text for _l, text in log.lines)
+    os.chmod(str(node.spool), 0o755)
+    assert node.run("action_generic_failure=deny")[0] == C.PAM_SUCCESS
+
+
+def test_rpc_skipped_under_auth_slurm_then_newest(node):
+    """Item 5: auth/slurm is not spoken: one error line, then as for an
+    unknown source."""
+    node.conf.write_text("NodeName=%s\nSlurmdSpoolDir=%s\nAuthType=auth/slurm\n" % (NODE, node.spool))
+    node.job(20)
+    newest = node.job(21)
+    rc, _ctx, _adopter, log = node.run(rpc=20)
+    assert node.rpc_calls == []
+    assert rc == C.PAM_SUCCESS and adopted(newest)
+    assert sum("AuthType=auth/slurm is not supported" in text for _l, text in log.lines) == 1
+
+
+def test_rpc_skipped_under_tls(node):
+    node.conf.write_text("NodeName=%s\nSlurmdSpoolDir=%s\nTLSType=tls/s2n\n" % (NODE, node.spool))
+    node.job(20)
+    node.job(21)
+    rc, ctx, _adopter, log = node.run("action_unknown=deny", rpc=20)
+    assert node.rpc_calls == [] and rc == C.PAM_PERM_DENIED
+    assert ctx.messages == [C.MSG_UNKNOWN_SOURCE]
+    assert any("TLSType=tls/s2n is not supported" in text for _l, text in log.lines)
+
+
+def test_bad_slurmd_port_in_the_rpc_is_an_unknown_source(node):
+    node.conf.write_text("NodeName=%s\nSlurmdSpoolDir=%s\nSlurmdPort=abc\n" % (NODE, node.spool))
+    node.job(20)
+    node.job(21)
+    rc, ctx, _adopter, _log = node.run("action_unknown=deny", "action_generic_failure=allow")
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_UNKNOWN_SOURCE]
+
+
+def test_raw_hostname_fallback_follows_the_stepds_version(node, monkeypatch):
+    """Item 4: 23.11+ falls back to the raw host name; 22.05 does not."""
+    import slurm_adopt.flow as fm
+    import slurm_adopt.slurmconf as sc
+    monkeypatch.setattr(sc.socket, "gethostname", lambda: "dyn7")
+    monkeypatch.setattr(fm.socket, "gethostname", lambda: "dyn7")
+    monkeypatch.setattr(sc, "canonical_names", lambda host: [])
+    node.conf.write_text("NodeName=elsewhere\nSlurmdSpoolDir=%s\n" % node.spool)
+    env = {"SLURM_CONF": str(node.conf)}
+    modern = FakeStepd(str(node.spool), "dyn7", 7, UID, version=0x2800)
+    try:
+        ctx = Ctx()
+        rc = run_safely(Adopter(parse_options([]), ctx, Log(to_syslog=False), environ=env))
+        assert rc == C.PAM_SUCCESS and modern.added == [54321]
+    finally:
+        modern.close()
+    legacy = FakeStepd(str(node.spool), "dyn7", 8, UID, version=0x2600)
+    try:
+        ctx = Ctx()
+        rc = run_safely(Adopter(parse_options(["action_generic_failure=deny"]), ctx,
+                                Log(to_syslog=False), environ=env))
+        assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_STEP_LIST]
+        assert legacy.added == []
+    finally:
+        legacy.close()
+    ctx = Ctx()             # nothing to ask: the newer rule (no jobs under the raw name)
+    rc = run_safely(Adopter(parse_options([]), ctx, Log(to_syslog=False), environ=env))
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
+
+
+def test_slurmd_nodename_is_read_only_from_23_11(node, monkeypatch):
+    node.conf.write_text("NodeName=%s\nNodeName=other\nSlurmdSpoolDir=%s\n" % (NODE, node.spool))
+    import slurm_adopt.slurmconf as sc
+    monkeypatch.setattr(sc.socket, "gethostname", lambda: NODE)
+    mine_here = node.job(5, version=0x2600)
+    theirs = FakeStepd(str(node.spool), "other", 6, UID, version=0x2600)
+    try:
+        env = {"SLURM_CONF": str(node.conf), "SLURMD_NODENAME": "other"}
+        rc = run_safely(Adopter(parse_options([]), Ctx(), Log(to_syslog=False), environ=env))
+        assert rc == C.PAM_SUCCESS and adopted(mine_here) and theirs.added == []
+    finally:
+        theirs.close()
+    modern = FakeStepd(str(node.spool), "other", 9, UID, version=0x2A00)
+    try:
+        rc = run_safely(Adopter(parse_options([]), Ctx(), Log(to_syslog=False), environ=env))
+        assert rc == C.PAM_SUCCESS and modern.added == [54321]
+    finally:
+        modern.close()
+
+
+@pytest.mark.timeout(20)
+def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch):
+    import slurm_adopt.flow as fm
+    import slurm_adopt.slurmconf as sc
+    monkeypatch.setattr(fm, "DNS_TIMEOUT", 0.3)
+    monkeypatch.setattr(sc.socket, "gethostname", lambda: "slowhost")
+    monkeypatch.setattr(fm, "canonical_names", lambda host: time.sleep(5) or [])
+    node.conf.write_text("NodeName=x NodeHostname=localhost\nSlurmdSpoolDir=%s\n" % node.spool)
+    log = Log(to_syslog=False)
+    start = time.monotonic()
+    run_safely(Adopter(parse_options([]), Ctx(), log, environ={"SLURM_CONF": str(node.conf)}))
+    assert time.monotonic() - start < 2
+    assert any("lookup of slowhost did not finish" in text for _l, text in log.lines)

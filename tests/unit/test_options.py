@@ -79,6 +79,16 @@ def test_unknown_option_is_reported_and_ignored():
     ("12", C.LOG_LEVEL_DEBUG5, "log level 12 too high, lowering to max"),
     ("loud", C.LOG_LEVEL_DEBUG5, "unrecognized log level loud, setting to max"),
     ("-1", C.LOG_LEVEL_DEBUG5, "log level 4294967295 too high, lowering to max"),
+    # item 11: strtoul("") is 0 with nothing left over, so a number: quiet
+    ("", C.LOG_LEVEL_QUIET, None),
+    # (unsigned int) of 2^32 + 1 is 1, checked after the cast
+    ("4294967297", C.LOG_LEVEL_FATAL, None),
+    ("18446744073709551617", C.LOG_LEVEL_DEBUG5, "log level 4294967295 too high, lowering to max"),
+    ("\uff11", C.LOG_LEVEL_DEBUG5, "unrecognized log level \uff11, setting to max"),
+    ("0x", C.LOG_LEVEL_DEBUG5, "unrecognized log level 0x, setting to max"),
+    (" 3", C.LOG_LEVEL_INFO, None),
+    ("3 ", C.LOG_LEVEL_DEBUG5, "unrecognized log level 3 , setting to max"),
+    ("017", C.LOG_LEVEL_DEBUG5, "log level 15 too high, lowering to max"),
 ])
 def test_log_level_edges(value, level, problem):
     opts = parse_options(["log_level=" + value])

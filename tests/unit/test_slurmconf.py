@@ -5,7 +5,8 @@ import pytest
 
 from slurm_adopt import constants as C
 from slurm_adopt import slurmconf
-from slurm_adopt.slurmconf import SlurmConfig, expand_hostlist, find_slurm_conf, guess_nodename
+from slurm_adopt.slurmconf import (SlurmConfig, expand_hostlist, find_slurm_conf, guess_nodename,
+                                   legacy_nodename)
 
 
 def write(path, text):
@@ -154,4 +155,81 @@ def test_guess_nodename_falls_back_to_localhost(tmp_path, monkeypatch):
                                   "NodeName=devnode NodeHostname=localhost\n"))
     assert guess_nodename(conf, {}) == "devnode"
     conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "NodeName=other\n"))
-    assert guess_nodename(conf, {}) is None
+    assert legacy_nodename(conf) is None                   # 22.05: no name at all
+    assert guess_nodename(conf, {}) == "unknown-host-xyz"  # 23.11+: the raw host name
+
+
+ENCODING_PROBE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from slurm_adopt.slurmconf import SlurmConfig
+conf = SlurmConfig.load(sys.argv[2])
+print(json.dumps({"encoding": sys.getfilesystemencoding(), "port": conf.slurmd_port,
+                  "spool": conf.spool_dir("n1"), "cgroup": conf.cgroup.get("cgroupplugin"),
+                  "nodes": conf.nodes}))
+"""
+
+
+def test_non_ascii_bytes_in_every_config_file_under_a_c_locale(tmp_path):
+    """Item 1: sshd often runs without LANG, and pam_python's interpreter
+    then decodes with ASCII (no PEP 538/540 there). A comment such as
+    "# Zürich", an Include and cgroup.conf with non-ASCII bytes must still
+    load; a non-ASCII path is read back as the same bytes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    odd = tmp_path / "Z\u00fcrich"
+    odd.mkdir()
+    (odd / "nodes.conf").write_bytes("# n\u00f6des \xff\nNodeName=n1\n".encode("utf-8", "surrogateescape"))
+    (tmp_path / "cgroup.conf").write_bytes(b"# \xc3\xa9t\xe9\nCgroupPlugin=cgroup/v1\n")
+    path = tmp_path / "slurm.conf"
+    path.write_bytes("# Z\u00fcrich \u2013 site config\nSlurmdPort=7001\n".encode()
+                     + b"SlurmdSpoolDir=/var/spool/sp\xc3\xa4l/%n\n"
+                     + ("Include %s/nodes.conf\n" % odd).encode())
+    here = os.path.dirname(os.path.dirname(slurmconf.__file__))
+    env = {"PATH": "/usr/bin:/bin", "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0"}
+    p = subprocess.run([sys.executable, "-X", "utf8=0", "-c", ENCODING_PROBE, here, str(path)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=30,
+                       check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    out = json.loads(p.stdout.decode())
+    assert out["encoding"] == "ascii"          # the condition of the bug is really there
+    assert out["port"] == 7001 and out["cgroup"] == "cgroup/v1"
+    assert out["nodes"] == [["n1", "n1"]]
+    assert out["spool"].encode("ascii", "surrogateescape") == b"/var/spool/sp\xc3\xa4l/n1"
+
+
+def test_nested_relative_include_24_11_style(tmp_path):
+    """Item 11: 24.11+ resolves a relative Include inside an included file
+    against slurm.conf's directory; 22.05 against the including file's. The
+    including file's directory is tried first, then slurm.conf's."""
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "a.conf", "Include b.conf\n")
+    write(tmp_path / "b.conf", "SlurmdPort=7005\n")               # only where 24.11 looks
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "Include sub/a.conf\n"))
+    assert conf.slurmd_port == 7005
+    write(tmp_path / "sub" / "b.conf", "SlurmdPort=7006\n")      # where 22.05 looks
+    assert SlurmConfig.load(str(tmp_path / "slurm.conf")).slurmd_port == 7006
+
+
+def test_cgroup_conf_is_read_only_when_used(tmp_path):
+    """Item 11: 26.05 never reads cgroup.conf; here it is read on first use
+    (the "newest" rule up to 25.11), so a broken one breaks only that path."""
+    write(tmp_path / "cgroup.conf", "this is broken\n")
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "NodeName=x\n"))
+    assert conf.slurmd_port == 6818
+    with pytest.raises(C.ConfigError):
+        conf.cgroup
+    (tmp_path / "cgroup.conf").unlink()
+    assert SlurmConfig.load(str(tmp_path / "slurm.conf")).cgroup == {}
+
+
+def test_auth_and_tls_settings(tmp_path):
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf", "NodeName=x\n"))
+    assert (conf.auth_type, conf.tls_type) == ("auth/munge", "tls/none")
+    assert conf.slurm_users() == ["root", "root"]
+    conf = SlurmConfig.load(write(tmp_path / "slurm.conf",
+                                  "AuthType=auth/slurm\nTLSType=tls/s2n\nSlurmUser=slurm\n"))
+    assert (conf.auth_type, conf.tls_type) == ("auth/slurm", "tls/s2n")
+    assert conf.slurm_users() == ["slurm", "root"]

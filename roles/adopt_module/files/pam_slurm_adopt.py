@@ -17,7 +17,7 @@ The same file is also:
 
 * a pam_exec helper for systems without pam_python::
 
-    account required pam_exec.so stdout /usr/bin/python3 \
+    account required pam_exec.so stdout /usr/bin/python3 -I -S \
         /usr/lib/slurm-adopt/pam_slurm_adopt.py pam-exec action_adopt_failure=deny
 
 * an administrator's tool that prints what the module would decide, step by
@@ -57,13 +57,25 @@ def _unloadable_rc(args):
 
 
 def pam_sm_acct_mgmt(pamh, flags, argv):
-    """pam_python's account hook. Nothing may escape into sshd."""
+    """pam_python's account hook. Nothing may escape into sshd, and no error
+    lets a user in unless action_generic_failure says so."""
     try:
-        entry = _load(argv[0])
+        return _load(argv[0]).pam_sm_acct_mgmt(pamh, flags, argv)
     except Exception:          # pylint: disable=broad-except
         return _unloadable_rc(argv[1:])
-    return entry.pam_sm_acct_mgmt(pamh, flags, argv)
+
+
+def main(argv):
+    """The command line; a broken install under pam_exec applies
+    action_generic_failure (exit 1 for deny, else 0), as under pam_python."""
+    try:
+        entry = _load(__file__)
+    except Exception:          # pylint: disable=broad-except
+        if argv[:1] == ["pam-exec"]:
+            return 1 if _unloadable_rc(argv[1:]) == 6 else 0
+        raise
+    return entry.main(argv)
 
 
 if __name__ == "__main__":
-    sys.exit(_load(__file__).main())
+    sys.exit(main(sys.argv[1:]))

@@ -6,11 +6,15 @@
 import os
 import struct
 
+import time
+
 from . import munge
 from .sockets import socket
-from .constants import (AUTH_PLUGIN_MUNGE, HASH_PLUGIN_NONE, MUNGE_TIMEOUT, NO_VAL, PROTOCOL_22_05,
-                        PROTOCOL_25_11, PROTOCOL_VERSIONS, REQUEST_NETWORK_CALLERID,
-                        RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC, RpcError)
+from .constants import (AUTH_PLUGIN_MUNGE, HASH_PLUGIN_K12, HASH_PLUGIN_NONE, MAX_RPC_REPLY,
+                        MUNGE_TIMEOUT, NO_VAL, PROTOCOL_22_05, PROTOCOL_25_11, PROTOCOL_VERSIONS,
+                        REQUEST_NETWORK_CALLERID, RESPONSE_NETWORK_CALLERID, RESPONSE_SLURM_RC,
+                        SLURM_NO_AUTH_CRED, SLURM_PACK_ADDRS, RpcError)
+from .k12 import k12
 
 
 class CallerConn(object):
@@ -209,6 +213,12 @@ def pack_header(version, msg_type, body_length, flags=0):
             + _pack16(0) + _pack16(0) + _pack16(0))
 
 
+def body_hash(body, msg_type):
+    """The munge payload that binds a message body (_compute_hash, 22.05+):
+    hash type K12, then KangarooTwelve(body, custom = big-endian msg_type)."""
+    return struct.pack(">B", HASH_PLUGIN_K12) + k12(body, _pack16(msg_type), 32)
+
+
 def pack_callerid_request(version, credential, conn):
     """A whole REQUEST_NETWORK_CALLERID message with its length prefix."""
     body = pack_callerid_body(conn)
@@ -251,27 +261,42 @@ class _Reader(object):
 
 
 def _skip_header_rest(reader, version, flags):
+    """forward, ret_list and orig_addr of a 22.05 ... 26.05 header
+    (unpack_header, slurm_unpack_addr_no_alloc)."""
     forward_cnt = reader.u16()
     if forward_cnt:
-        reader.string()
-        reader.u32()
-        reader.u16()
-        if version >= PROTOCOL_VERSIONS["23.11"] and flags & 0x0004:
-            reader.string()
+        reader.string()                          # nodelist
+        reader.u32()                             # timeout
+        reader.u16()                             # tree width
+        if version >= PROTOCOL_VERSIONS["23.11"] and flags & SLURM_PACK_ADDRS:
+            reader.string()                      # net_cred
         if version >= PROTOCOL_VERSIONS["24.11"]:
-            reader.u16()
+            reader.u16()                         # tree depth
     if reader.u16():
         raise RpcError("reply carries a ret_list, which a callerid reply never has")
     family = reader.u16()
     if family == socket.AF_INET:
-        reader.take(6)
+        reader.take(4 + 2)
     elif family == socket.AF_INET6:
-        reader.take(16 + 2)
+        if len(reader.mem()) != 16:
+            raise RpcError("reply header has a bad IPv6 address")
+        reader.u16()
 
 
-def unpack_callerid_response(message):
-    """Parse a reply (without the length prefix). Returns (job_id, node_name)
-    with job_id NO_VAL when the remote slurmd cannot tell."""
+class Reply(object):
+    """A parsed reply: header fields, the auth credential (None when the
+    slurmd sent none, SLURM_NO_AUTH_CRED) and the raw body."""
+
+    def __init__(self, version, flags, msg_type, credential, body):
+        self.version = version
+        self.flags = flags
+        self.msg_type = msg_type
+        self.credential = credential
+        self.body = body
+
+
+def parse_reply(message):
+    """Header, auth section and body of a reply (without the length prefix)."""
     reader = _Reader(message)
     version = reader.u16()
     if version < PROTOCOL_22_05:
@@ -280,13 +305,22 @@ def unpack_callerid_response(message):
     msg_type = reader.u16()
     body_length = reader.u32()
     _skip_header_rest(reader, version, flags)
-    plugin = reader.u32()
-    if plugin != AUTH_PLUGIN_MUNGE:
-        raise RpcError("reply has auth plugin %d, not munge" % plugin)
-    reader.mem()                     # the reply's credential; not needed
-    body = _Reader(reader.take(body_length))
-    if msg_type == RESPONSE_NETWORK_CALLERID:
-        if version >= PROTOCOL_25_11:
+    credential = None
+    if not flags & SLURM_NO_AUTH_CRED:
+        plugin = reader.u32()
+        if plugin != AUTH_PLUGIN_MUNGE:
+            raise RpcError("reply has auth plugin %d, not munge" % plugin)
+        credential = reader.mem().split(b"\0", 1)[0]
+    body = reader.take(body_length)
+    return Reply(version, flags, msg_type, credential, body)
+
+
+def unpack_callerid_body(reply):
+    """(job_id, node_name) of a reply, job_id NO_VAL when the remote slurmd
+    cannot tell."""
+    body = _Reader(reply.body)
+    if reply.msg_type == RESPONSE_NETWORK_CALLERID:
+        if reply.version >= PROTOCOL_25_11:
             body.u64()               # sluid
             job_id = body.u32()
             body.u32()               # step id
@@ -295,14 +329,64 @@ def unpack_callerid_response(message):
             job_id = body.u32()
         body.u32()                   # return code (never set by slurmd)
         return job_id, body.string()
-    if msg_type == RESPONSE_SLURM_RC:
+    if reply.msg_type == RESPONSE_SLURM_RC:
         rc = body.u32()
         if rc:
             raise RpcError("remote slurmd answered with error %d" % rc)
         # The C client returns success here without a job id (it then uses
         # an uninitialised value); "unknown" is the only correct reading.
         return NO_VAL, None
-    raise RpcError("unexpected reply message type %d" % msg_type)
+    raise RpcError("unexpected reply message type %d" % reply.msg_type)
+
+
+def unpack_callerid_response(message):
+    """Parse a reply (without the length prefix), without checking its
+    credential. Returns (job_id, node_name)."""
+    return unpack_callerid_body(parse_reply(message))
+
+
+def check_reply_hash(reply, payload, block_zero_hash=False, block_null_hash=False):
+    """_check_hash(): the payload of the reply's credential must bind the
+    body (K12), or be the "no hash" form unless block_zero_hash is set."""
+    if not payload:
+        if block_null_hash:
+            raise RpcError("reply credential carries no hash (block_null_hash)")
+        return
+    if payload[:1] == struct.pack(">B", HASH_PLUGIN_NONE):
+        if block_zero_hash or payload != struct.pack(">BH", HASH_PLUGIN_NONE, reply.msg_type):
+            raise RpcError("reply credential carries no valid hash")
+        return
+    if payload[:1] != struct.pack(">B", HASH_PLUGIN_K12):
+        raise RpcError("reply hash type %d is not supported" % bytearray(payload)[0])
+    if payload != body_hash(reply.body, reply.msg_type):
+        raise RpcError("reply body does not match its credential's hash")
+
+
+def verify_reply(reply, munge_socket, end, trusted_uids, log, block_zero_hash=False,
+                 block_null_hash=False):
+    """Check the reply as the C client does (auth_g_verify, then
+    _check_hash): munged must decode its credential, and the credential's
+    payload must bind the body. A reply without a credential
+    (SLURM_NO_AUTH_CRED, what 26.05's slurmd sends) is taken as it is, as
+    Slurm 23.11 and later take it. We also want the credential to come from
+    root or a Slurm user (the C client does not look)."""
+    if reply.credential is None:
+        return
+    left = end - time.monotonic()
+    if left <= 0:
+        raise RpcError("no time left to check the reply's credential")
+    decoded = munge.decode(reply.credential, munge_socket, min(MUNGE_TIMEOUT, left))
+    if decoded.error == munge.EMUNGE_CRED_REPLAYED:
+        # Debian builds with --enable-multiple-slurmd, whose auth/munge
+        # accepts a replayed credential.
+        log.debug2("We had a replayed cred, but this is expected in multiple slurmd mode.")
+    elif decoded.error:
+        raise RpcError("reply credential is invalid: %s"
+                       % munge.ERRORS.get(decoded.error, "munge error %d" % decoded.error))
+    if decoded.uid not in trusted_uids:
+        raise RpcError("reply credential is from uid %u, not from root or a Slurm user"
+                       % decoded.uid)
+    check_reply_hash(reply, decoded.payload, block_zero_hash, block_null_hash)
 
 
 def munge_encode(payload, socket_path, timeout):
@@ -311,11 +395,32 @@ def munge_encode(payload, socket_path, timeout):
     return munge.encode(payload, socket_path, timeout)
 
 
-def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
+class _Deadline(object):
+    def __init__(self, end):
+        self.end = end
+
+    def left(self, what):
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise socket.timeout(what)
+        return left
+
+
+def callerid_rpc(conn, port, version, munge_socket, timeout, end, log, trusted_uids=(0,),
+                 block_zero_hash=False, block_null_hash=False):
     """Ask the slurmd at the ssh client's address which job owns the
-    connection. Returns (job_id or NO_VAL, remote node name)."""
-    credential = munge_encode(struct.pack(">BH", HASH_PLUGIN_NONE, REQUEST_NETWORK_CALLERID),
-                              munge_socket, min(MUNGE_TIMEOUT, max(deadline.remaining(), 0.1)))
+    connection. The whole exchange (credential, connect, send, every read
+    and the check of the reply) ends by `end` (time.monotonic()) and within
+    `timeout` seconds; the reply may be at most MAX_RPC_REPLY bytes.
+    Returns (job_id or NO_VAL, remote node name)."""
+    end = min(end, time.monotonic() + timeout)
+    clock = _Deadline(end)
+    body = pack_callerid_body(conn)
+    try:
+        credential = munge_encode(body_hash(body, REQUEST_NETWORK_CALLERID), munge_socket,
+                                  min(MUNGE_TIMEOUT, clock.left("munge")))
+    except socket.timeout:
+        raise RpcError("no time left for the callerid RPC")
     request = pack_callerid_request(version, credential, conn)
     if conn.af == socket.AF_INET6:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
@@ -324,13 +429,14 @@ def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         address = (socket.inet_ntop(socket.AF_INET, conn.ip_src[:4]), port)
     try:
-        sock.settimeout(max(0.1, min(timeout, deadline.remaining())))
+        sock.settimeout(clock.left("connect"))
         sock.connect(address)
+        sock.settimeout(clock.left("send"))
         sock.sendall(request)
-        size = struct.unpack(">I", _recv_all(sock, 4))[0]
-        if size > 1 << 20:
-            raise RpcError("implausible reply length %d" % size)
-        return unpack_callerid_response(_recv_all(sock, size))
+        size = struct.unpack(">I", _recv_all(sock, 4, clock))[0]
+        if size > MAX_RPC_REPLY:
+            raise RpcError("reply of %d bytes is longer than a callerid reply can be" % size)
+        reply = parse_reply(_recv_all(sock, size, clock))
     except socket.timeout:
         raise RpcError("no answer from slurmd at %s port %d within %.1fs"
                        % (address[0], port, timeout))
@@ -338,11 +444,14 @@ def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
         raise RpcError("slurmd at %s port %d: %s" % (address[0], port, exc))
     finally:
         sock.close()
+    verify_reply(reply, munge_socket, end, trusted_uids, log, block_zero_hash, block_null_hash)
+    return unpack_callerid_body(reply)
 
 
-def _recv_all(sock, size):
+def _recv_all(sock, size, clock):
     chunks, got = [], 0
     while got < size:
+        sock.settimeout(clock.left("recv"))
         chunk = sock.recv(size - got)
         if not chunk:
             raise RpcError("connection closed after %d of %d bytes" % (got, size))

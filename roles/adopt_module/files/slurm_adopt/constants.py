@@ -59,6 +59,14 @@ RESPONSE_NETWORK_CALLERID = 5036
 RESPONSE_SLURM_RC = 8001
 AUTH_PLUGIN_MUNGE = 101
 HASH_PLUGIN_NONE = 1
+HASH_PLUGIN_K12 = 2
+# Header flags (slurm_protocol_common.h, 23.11+).
+SLURM_NO_AUTH_CRED = 0x40
+SLURM_PACK_ADDRS = 0x80
+# A callerid reply is a 16-byte header, a munge credential of a few hundred
+# bytes and a body of about 40 bytes plus the node name: 16 KiB is ten times
+# what one can be.
+MAX_RPC_REPLY = 16384
 
 # Slurm log levels (src/common/log.h) and their syslog priorities.
 LOG_LEVEL_QUIET, LOG_LEVEL_FATAL, LOG_LEVEL_ERROR, LOG_LEVEL_INFO = 0, 1, 2, 3
@@ -72,7 +80,7 @@ LOG_AUTHPRIV = 10 << 3
 SYSLOG_PRIORITY = {LOG_LEVEL_FATAL: 2, LOG_LEVEL_ERROR: 3, LOG_LEVEL_INFO: 6,
                    LOG_LEVEL_VERBOSE: 6}
 LOG_PREFIX = {LOG_LEVEL_FATAL: "fatal: ", LOG_LEVEL_ERROR: "error: ",
-              LOG_LEVEL_DEBUG: "debug: ", LOG_LEVEL_DEBUG2: "debug2: ",
+              LOG_LEVEL_DEBUG: "debug:  ", LOG_LEVEL_DEBUG2: "debug2: ",
               LOG_LEVEL_DEBUG3: "debug3: ", LOG_LEVEL_DEBUG4: "debug4: ",
               LOG_LEVEL_DEBUG5: "debug5: "}
 
@@ -83,6 +91,15 @@ MUNGE_TIMEOUT = 3.0
 DEFAULT_MESSAGE_TIMEOUT = 10
 RPC_TIMEOUT_CAP = 10.0
 TOTAL_BUDGET = 20.0
+# The last part of the budget is kept for the user's own adoption (connect,
+# handshake, add the pid, X11, namespaces: a few stepd round trips); the uid
+# queries, the node-name lookup and the callerid RPC may only use the rest.
+ADOPT_RESERVE = 8.0
+# uid queries run at once, at most this many sockets open together (sshd's
+# soft limit on open files is usually 1024).
+MAX_PARALLEL_STEPDS = 256
+DNS_TIMEOUT = 2.0
+SYSLOG_TIMEOUT = 0.5
 
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 CONFIGLESS_SLURM_CONF = "/run/slurm/conf/slurm.conf"
@@ -112,6 +129,10 @@ class StepdError(AdoptError):
 
 class StepdTimeout(StepdError):
     """A slurmstepd accepted the connection but did not answer in time."""
+
+
+class StepdUntrusted(StepdError):
+    """A step socket answered by someone other than root or a Slurm user."""
 
 
 class RpcError(AdoptError):

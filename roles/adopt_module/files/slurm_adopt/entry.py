@@ -7,11 +7,24 @@ import os
 import sys
 
 from .sockets import socket
-from .constants import (LOG_LEVEL_DEBUG5, LOG_LEVEL_END, LOG_LEVEL_NAMES, PAM_IGNORE, PAM_RC_NAMES,
-                        PAM_SUCCESS)
+from .constants import (LOG_LEVEL_DEBUG5, LOG_LEVEL_END, LOG_LEVEL_NAMES, PAM_IGNORE,
+                        PAM_PERM_DENIED, PAM_RC_NAMES, PAM_SUCCESS)
 from .flow import Adopter, PamContext, report_option_problems, run_safely
 from .log import Log
 from .options import parse_options
+
+
+def fallback_rc(args):
+    """The rc of action_generic_failure read straight from the module
+    arguments, for a failure outside the flow (nothing else can be trusted
+    to work then). The same rule as the shim's _unloadable_rc."""
+    action = "ignore"
+    for arg in args:
+        if arg[:23].lower() == "action_generic_failure=":
+            for word in ("allow", "ignore", "deny"):
+                if arg[23:23 + len(word)].lower() == word:
+                    action = word
+    return {"deny": PAM_PERM_DENIED, "allow": PAM_SUCCESS}.get(action, PAM_IGNORE)
 
 
 # ---------------------------------------------------------------------------
@@ -49,7 +62,8 @@ def _pam_item(pamh, name):
 
 
 def pam_sm_acct_mgmt(pamh, flags, argv):
-    """pam_python's account hook."""
+    """pam_python's account hook. An error outside the flow applies
+    action_generic_failure too: it never lets a user in by accident."""
     try:
         opts = parse_options(list(argv[1:]))
         ctx = PamPythonContext(pamh)
@@ -60,7 +74,7 @@ def pam_sm_acct_mgmt(pamh, flags, argv):
         finally:
             log.close()
     except Exception:          # pylint: disable=broad-except
-        return PAM_IGNORE
+        return fallback_rc(list(argv[1:]))
 
 
 # ---------------------------------------------------------------------------
@@ -74,10 +88,10 @@ class PamExecContext(PamContext):
 
     can_setns = False
 
-    def __init__(self, environ):
+    def __init__(self, items):
         self.pid = os.getppid()
-        self.service = environ.get("PAM_SERVICE")
-        self.user = environ.get("PAM_USER")
+        self.service = items.get("PAM_SERVICE")
+        self.user = items.get("PAM_USER")
         self.messages = []
 
     def send_user_msg(self, text):
@@ -93,25 +107,74 @@ class PamExecContext(PamContext):
         return own_netinfo(self.pid)
 
 
-def pam_exec_main(args, environ):
+# The items pam_exec appends after the PAM environment, in this order, then
+# PAM_TYPE (Linux-PAM 1.3 ... 1.7, modules/pam_exec/pam_exec.c). A missing
+# item is left out.
+PAM_EXEC_ITEMS = ("PAM_SERVICE", "PAM_USER", "PAM_TTY", "PAM_RHOST", "PAM_RUSER")
+# Read from the environment only when set on the command line (after PAM_TYPE).
+COMMAND_LINE_VARIABLES = ("SLURM_CONF", "SLURMD_NODENAME")
+
+
+def read_environ(path="/proc/self/environ"):
+    """This process's environment as exec'd, in order, duplicates kept."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    return [os.fsdecode(entry) for entry in raw.split(b"\0") if entry]
+
+
+def pam_exec_items(entries):
+    """(items, environ) from the environment pam_exec built: the PAM
+    environment first (any earlier module may put any name there), then
+    the PAM items and PAM_TYPE, then whatever a wrapper on the command line
+    (/usr/bin/env NAME=VALUE) appended.
+
+    Nothing is taken from a name the PAM environment could shadow: the items
+    are read from the end, at the positions pam_exec gives them, and
+    SLURM_CONF / SLURMD_NODENAME only when they come after PAM_TYPE. Returns
+    ({} if the layout is not pam_exec's, environ for the flow)."""
+    names = [entry.partition("=")[0] for entry in entries]
+    if "PAM_TYPE" not in names:
+        return {}, {}
+    last = len(names) - 1 - names[::-1].index("PAM_TYPE")
+    items = {"PAM_TYPE": entries[last].partition("=")[2]}
+    pos = last - 1
+    for name in reversed(PAM_EXEC_ITEMS):
+        if pos >= 0 and names[pos] == name:
+            items[name] = entries[pos].partition("=")[2]
+            pos -= 1
+    environ = {}
+    for entry in entries[last + 1:]:
+        name, _sep, value = entry.partition("=")
+        if name in COMMAND_LINE_VARIABLES:
+            environ[name] = value
+    return items, environ
+
+
+def pam_exec_main(args, entries=None):
     """Exit status for pam_exec: 0 (PAM_SUCCESS) for success and for
     PAM_IGNORE, which pam_exec cannot express; 1 (pam_exec turns any
-    non-zero status into PAM_SYSTEM_ERR) for every denial."""
+    non-zero status into PAM_SYSTEM_ERR) for every denial and, under
+    action_generic_failure=deny, for every failure of the helper itself."""
     try:
-        if environ.get("PAM_TYPE", "account") != "account":
-            return 0
         opts = parse_options(args)
-        ctx = PamExecContext(environ)
-        opts.join_container = opts.join_container and ctx.can_setns
         log = Log(opts.log_level)
         try:
-            report_option_problems(opts, log, ctx.service)
-            rc = run_safely(Adopter(opts, ctx, log, environ=environ))
+            items, environ = pam_exec_items(read_environ() if entries is None else entries)
+            if items.get("PAM_TYPE") != "account":
+                log.error("pam-exec: not called by pam_exec.so in the account stack "
+                          "(PAM_TYPE=%s); applying action_generic_failure=%s"
+                          % (items.get("PAM_TYPE"), opts.action_generic_failure))
+                rc = fallback_rc(args)
+            else:
+                ctx = PamExecContext(items)
+                opts.join_container = opts.join_container and ctx.can_setns
+                report_option_problems(opts, log, ctx.service)
+                rc = run_safely(Adopter(opts, ctx, log, environ=environ))
         finally:
             log.close()
-        return 0 if rc in (PAM_SUCCESS, PAM_IGNORE) else 1
     except Exception:          # pylint: disable=broad-except
-        return 0
+        rc = fallback_rc(args)
+    return 0 if rc in (PAM_SUCCESS, PAM_IGNORE) else 1
 
 
 # ---------------------------------------------------------------------------
@@ -233,7 +296,7 @@ def main(argv=None):
     if argv and argv[0] == "self-check":
         return self_check_main()
     if argv and argv[0] == "pam-exec":
-        return pam_exec_main(argv[1:], os.environ)
+        return pam_exec_main(argv[1:])
     sys.stderr.write("usage: pam_slurm_adopt.py explain USER [--rhost ADDR --rport PORT] "
                      "[options]\n       pam_slurm_adopt.py pam-exec [options]   "
                      "(from pam_exec.so)\n       pam_slurm_adopt.py self-check\n")

@@ -6,22 +6,28 @@
 import os
 import pwd
 
-from .constants import (MSG_ADOPT_FAILED_26_05, MSG_ADOPT_FAILED_LEGACY, MSG_NO_JOBS,
-                        MSG_NO_STEP_LIST, MSG_UNKNOWN_SOURCE, NO_VAL, PAM_BAD_ITEM, PAM_IGNORE,
-                        PAM_PERM_DENIED, PAM_SESSION_ERR, PAM_SUCCESS, PROTOCOL_22_05,
-                        PROTOCOL_26_05, RPC_TIMEOUT_CAP, SLURM_EXTERN_CONT, TOTAL_BUDGET,
-                        AdoptError, ConfigError, MungeError, RpcError, StepdError, StepdTimeout)
+from .constants import (ADOPT_RESERVE, DNS_TIMEOUT, MSG_ADOPT_FAILED_26_05,
+                        MSG_ADOPT_FAILED_LEGACY, MSG_NO_JOBS, MSG_NO_STEP_LIST, MSG_UNKNOWN_SOURCE,
+                        NO_VAL, PAM_BAD_ITEM, PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR,
+                        PAM_SUCCESS, PROTOCOL_22_05, PROTOCOL_26_05, PROTOCOL_VERSIONS,
+                        RPC_TIMEOUT_CAP, SLURM_EXTERN_CONT, TOTAL_BUDGET, AdoptError,
+                        ConfigError, MungeError, RpcError, StepdError, StepdTimeout)
 from .options import ACTION_ALLOW, ACTION_DENY, generic_failure_rc
-from .slurmconf import SlurmConfig, find_slurm_conf, guess_nodename
-from .stepd import Deadline, StepdConnection, list_steps, setns
+from .slurmconf import SlurmConfig, canonical_names, find_slurm_conf, legacy_nodename
+from .sockets import socket
+from .stepd import Deadline, StepdConnection, list_steps, query_steps, setns
+
+# The node-name guess of 23.11 and later ($SLURMD_NODENAME first, the raw
+# host name last) is followed when the node's stepds speak 23.11 or later.
+PROTOCOL_23_11 = PROTOCOL_VERSIONS["23.11"]
 
 
-def callerid_rpc(conn, port, version, munge_socket, timeout, deadline):
+def callerid_rpc(*args, **kwargs):
     """callerid.callerid_rpc, imported on first use: only a user with several
     jobs on the node needs it, and the one-job login path should not pay for
     loading it."""
     from .callerid import callerid_rpc as rpc
-    return rpc(conn, port, version, munge_socket, timeout, deadline)
+    return rpc(*args, **kwargs)
 
 
 def pick_newest(steps, conf, uid, opts, nodename, version, log):
@@ -37,6 +43,7 @@ class PamContext(object):
     service = None
     user = None
     pid = None          # the process to adopt
+    can_setns = True
 
     def send_user_msg(self, text):
         raise NotImplementedError
@@ -57,36 +64,77 @@ class Adopter(object):
         self.log = log
         self.dry_run = dry_run
         self.environ = os.environ if environ is None else environ
-        self.deadline = Deadline(TOTAL_BUDGET)
+        self.deadline = Deadline(TOTAL_BUDGET, ADOPT_RESERVE)
+        log.deadline = self.deadline
         self.conf = None
         self.nodename = None
         self.version = 0            # newest stepd protocol version seen
         self.adopted_job = None
         self.timed_out_steps = []
+        self.untrusted_steps = []
+        self.connections = {}       # job id -> open StepdConnection of the user's steps
+        self._trusted = None
 
     # -- helpers -------------------------------------------------------------
     def user_msg(self, text):
         self.log.info("send_user_msg: %s" % text)
         self.ctx.send_user_msg(text)
 
+    def trusted_uids(self):
+        """Who may answer on a step socket or sign a callerid reply: root,
+        SlurmUser and SlurmdUser (looked up only when a peer is not root)."""
+        if self._trusted is None:
+            self._trusted = _LazyUids(self.conf.slurm_users() if self.conf else [])
+        return self._trusted
+
+    def query(self, steps, keep_uid=None):
+        """The uid of each step, asked of all stepds at once; returns the
+        steps owned by keep_uid (their connections are kept for the adoption)."""
+        mine = []
+        for answer in query_steps(steps, self.deadline, self.trusted_uids(), keep_uid):
+            step = answer.loc
+            if answer.failure is None:
+                self.version = max(self.version, answer.version)
+                if answer.uid == keep_uid:
+                    mine.append(step)
+                    if answer.sock is not None:
+                        self._keep(step, StepdConnection(step, self.deadline,
+                                                         trusted_uids=self.trusted_uids(),
+                                                         sock=answer.sock,
+                                                         version=answer.version))
+            elif answer.failure == "timeout":
+                self.log.error("%s; ignoring job %u" % (answer.message, step.job_id))
+                self.timed_out_steps.append(step)
+            elif answer.failure == "untrusted":
+                self.log.error(answer.message)
+                self.untrusted_steps.append(step)
+            else:
+                self.log.debug3("unable to determine uid of StepId=%u.extern: %s"
+                                % (step.job_id, answer.message))
+        return mine
+
+    def _keep(self, step, conn):
+        old = self.connections.pop(step.job_id, None)
+        if old is not None:
+            old.close()
+        self.connections[step.job_id] = conn
+
+    def close(self):
+        for conn in self.connections.values():
+            conn.close()
+        self.connections = {}
+
     def _adopt_failed_msg(self):
         if self.version >= PROTOCOL_26_05:
             return MSG_ADOPT_FAILED_26_05
         return MSG_ADOPT_FAILED_LEGACY
 
-    def job_uid(self, step):
-        """_get_job_uid(): uid of the step's owner, None if the step is gone."""
-        try:
-            with StepdConnection(step, self.deadline) as conn:
-                step.uid = conn.get_uid()
-                self.version = max(self.version, conn.protocol_version)
-                return step.uid
-        except StepdTimeout as exc:
-            self.log.error("%s; ignoring job %u" % (exc, step.job_id))
-            self.timed_out_steps.append(step)
-        except StepdError as exc:
-            self.log.debug3("unable to determine uid of StepId=%u.extern: %s" % (step.job_id, exc))
-        return None
+    def _connection(self, step):
+        """The connection kept from the uid query, else a new one."""
+        conn = self.connections.pop(step.job_id, None)
+        if conn is None:
+            conn = StepdConnection(step, self.deadline, trusted_uids=self.trusted_uids())
+        return conn
 
     def adopt(self, step):
         """_adopt_process(): True when the process is in the job's extern step."""
@@ -95,7 +143,7 @@ class Adopter(object):
                        % (step.job_id, pid))
         if self.dry_run:
             try:
-                with StepdConnection(step, self.deadline) as conn:
+                with self._connection(step) as conn:
                     conn.get_uid()
             except StepdError as exc:
                 self.log.info("Process %d adoption FAILED for job %u: %s" % (pid, step.job_id, exc))
@@ -104,35 +152,52 @@ class Adopter(object):
             self.adopted_job = step.job_id
             return True
         ok = False
+        conn = self._connection(step)
         try:
-            with StepdConnection(step, self.deadline) as conn:
-                self.version = max(self.version, conn.protocol_version)
-                rc = conn.add_extern_pid(pid)
-                ok = rc == 0
-                if not ok:
-                    self.log.error("slurmstepd refused to adopt process %d into job %u (rc=%d)"
-                                   % (pid, step.job_id, rc))
-                else:
-                    self.ctx.putenv("SLURM_JOB_ID", "%u" % step.job_id)
-                    if not self.opts.disable_x11:
-                        display, xauthority = conn.x11_display()
-                        if display:
-                            self.ctx.putenv("DISPLAY", "localhost:%d.0" % display)
-                        if xauthority:
-                            self.ctx.putenv("XAUTHORITY", xauthority)
-                    if self.opts.join_container:
-                        ok = self._join_namespaces(conn)
+            conn.connect()
+            self.version = max(self.version, conn.protocol_version)
+            rc = conn.add_extern_pid(pid)
+            self.version = max(self.version, conn.protocol_version)
+            ok = rc == 0
+            if not ok:
+                self.log.error("slurmstepd refused to adopt process %d into job %u (rc=%d)"
+                               % (pid, step.job_id, rc))
+            else:
+                self.ctx.putenv("SLURM_JOB_ID", "%u" % step.job_id)
+                if not self.opts.disable_x11 and not self._x11(conn):
+                    # the reply was broken: the stream is out of step, ask anew
+                    conn.close()
+                    conn = StepdConnection(step, self.deadline, trusted_uids=self.trusted_uids())
+                    conn.connect()
+                if self.opts.join_container:
+                    ok = self._join_namespaces(conn)
         except StepdError as exc:
             self.log.debug3("unable to adopt into StepId=%u.extern: %s" % (step.job_id, exc))
             if isinstance(exc, StepdTimeout):
                 self.log.error(str(exc))
             ok = False
+        finally:
+            conn.close()
         if ok:
             self.log.info("Process %d adopted into job %u" % (pid, step.job_id))
             self.adopted_job = step.job_id
         else:
             self.log.info("Process %d adoption FAILED for job %u" % (pid, step.job_id))
         return ok
+
+    def _x11(self, conn):
+        """DISPLAY and XAUTHORITY of the job. A failure here does not undo
+        the adoption (the C module swallows it too); it is logged."""
+        try:
+            display, xauthority = conn.x11_display()
+        except StepdError as exc:
+            self.log.error("stepd_get_x11_display failed: %s" % exc)
+            return False
+        if display:
+            self.ctx.putenv("DISPLAY", "localhost:%d.0" % display)
+        if xauthority:
+            self.ctx.putenv("XAUTHORITY", xauthority)
+        return True
 
     def _join_namespaces(self, conn):
         try:
@@ -147,6 +212,8 @@ class Adopter(object):
         ok = True
         for ns_type, fd in fds:
             try:
+                if not ok:
+                    continue                # an earlier one failed: only close the rest
                 if not self.ctx.can_setns:
                     self.log.error("cannot join the job's namespace from a pam_exec helper")
                     ok = False
@@ -159,11 +226,68 @@ class Adopter(object):
                 os.close(fd)
         return ok
 
+    # -- the node name -------------------------------------------------------
+    def node_name(self):
+        """The NodeName to look for: nodename= (even empty, as the C module:
+        an empty name finds no steps), else the guess of the node's Slurm
+        version. 22.05 ... 23.11.3: short host name, aliases, localhost;
+        23.11.4+ also $SLURMD_NODENAME first and the raw host name last.
+        The version is the one of the stepds found under the candidate name;
+        with none to ask, the newer rule applies."""
+        if self.opts.node_name is not None:
+            return self.opts.node_name
+        env_name = self.environ.get("SLURMD_NODENAME")
+        if env_name and self._modern_slurm(env_name):
+            return env_name
+        name = legacy_nodename(self.conf, self._resolve)
+        if name:
+            return name
+        raw = socket.gethostname()
+        if raw and self._modern_slurm(raw):
+            return raw
+        return None
+
+    def _modern_slurm(self, name):
+        """True unless the stepds under name speak a version before 23.11."""
+        steps = [s for s in list_steps(self.conf.spool_dir(name), name, _Quiet())
+                 if s.step_id == SLURM_EXTERN_CONT][:1]
+        answers = query_steps(steps, self.deadline, self.trusted_uids()) if steps else []
+        versions = [a.version for a in answers if a.failure is None]
+        return not versions or versions[0] >= PROTOCOL_23_11
+
+    def _resolve(self, host):
+        """canonical_names(host), bounded by DNS_TIMEOUT and the budget: the
+        lookup runs in a thread that is abandoned if it does not finish."""
+        import _thread
+        result = []
+        done = _thread.allocate_lock()
+        done.acquire()
+
+        def lookup():
+            try:
+                result.extend(canonical_names(host))
+            finally:
+                done.release()
+        wait = min(DNS_TIMEOUT, self.deadline.remaining(keep_reserve=True))
+        if wait <= 0:
+            return []
+        _thread.start_new_thread(lookup, ())
+        if not done.acquire(True, wait):
+            self.log.error("host name lookup of %s did not finish within %.1fs" % (host, wait))
+            return []
+        return result
+
     # -- the flow --------------------------------------------------------------
     def run(self):
+        try:
+            return self._run()
+        finally:
+            self.close()
+
+    def _run(self):
         opts, log = self.opts, self.log
 
-        allowed = opts.pam_service or "sshd"
+        allowed = opts.pam_service if opts.pam_service is not None else "sshd"
         if allowed != "*":
             service = self.ctx.service
             if service is None:
@@ -205,29 +329,29 @@ class Adopter(object):
             path = find_slurm_conf(self.environ)
             log.debug("reading %s" % path)
             self.conf = SlurmConfig.load(path)
+            self._trusted = None
+            self.nodename = self.node_name()
+            spool = self.conf.spool_dir(self.nodename) if self.nodename is not None else None
         except ConfigError as exc:
             log.error("%s; applying action_generic_failure=%s" % (exc, opts.action_generic_failure))
             return rc
-
-        try:
-            self.nodename = opts.node_name or guess_nodename(self.conf, self.environ)
-        except ConfigError as exc:
-            log.error("%s; applying action_generic_failure=%s" % (exc, opts.action_generic_failure))
-            return rc
-        if not self.nodename:
+        if self.nodename is None:
             log.error("stepd_available: Couldn't find nodename")
             self.user_msg(MSG_NO_STEP_LIST)
             return rc
 
-        spool = self.conf.spool_dir(self.nodename)
+        if not _trusted_dir(spool, log):
+            log.error("applying action_generic_failure=%s" % opts.action_generic_failure)
+            return rc
         steps = [s for s in list_steps(spool, self.nodename, log) if s.step_id == SLURM_EXTERN_CONT]
         log.debug("%d extern step(s) of node %s in %s" % (len(steps), self.nodename, spool))
-        user_steps = [s for s in steps if self.job_uid(s) == pw.pw_uid]
+        user_steps = self.query(steps, keep_uid=pw.pw_uid)
 
-        if not user_steps and self.timed_out_steps:
-            log.error("uid %u: no job found, but %d slurmstepd(s) did not answer; applying "
-                      "action_generic_failure=%s" % (pw.pw_uid, len(self.timed_out_steps),
-                                                     opts.action_generic_failure))
+        skipped = self.timed_out_steps + self.untrusted_steps
+        if not user_steps and skipped:
+            log.error("uid %u: no job found, but %d slurmstepd(s) did not answer or could not "
+                      "be trusted; applying action_generic_failure=%s"
+                      % (pw.pw_uid, len(skipped), opts.action_generic_failure))
             return rc
 
         if not user_steps:
@@ -264,9 +388,24 @@ class Adopter(object):
             log.debug("Denying due to action_unknown=deny")
             self.user_msg(MSG_UNKNOWN_SOURCE)
             return PAM_PERM_DENIED
+        # The C module asks every step's owner again before it picks: a job
+        # that ended during the login is not picked.
+        self.close()
+        live = self.query(user_steps, keep_uid=pw.pw_uid)
+        if not live:
+            if opts.action_no_jobs == ACTION_DENY:
+                log.debug("uid %u owns no jobs => deny" % pw.pw_uid)
+                self.user_msg(MSG_NO_JOBS)
+                return PAM_PERM_DENIED
+            # The C module returns PAM_SUCCESS here (and then crashes
+            # logging the job it did not pick): success without adoption.
+            log.debug("uid %u owns no jobs but action_no_jobs=allow" % pw.pw_uid)
+            return PAM_SUCCESS
         try:
-            step = pick_newest(user_steps, self.conf, pw.pw_uid, opts, self.nodename,
-                               self.version, log)
+            step = pick_newest(live, self.conf, pw.pw_uid, opts, self.nodename, self.version, log)
+        except ConfigError as exc:
+            log.error("%s; applying action_generic_failure=%s" % (exc, opts.action_generic_failure))
+            return generic_failure_rc(opts)
         except AdoptError as exc:
             log.error(str(exc))
             return PAM_SESSION_ERR
@@ -297,7 +436,7 @@ class Adopter(object):
     def try_rpc(self, pw, user_steps):
         """_try_rpc(): ask the slurmd at the ssh client's address. Only a job
         that belongs to the user and has an extern step here is adopted."""
-        log = self.log
+        log, conf = self.log, self.conf
         log.debug("Checking file descriptors for network socket")
         try:
             conn = self.ctx.netinfo()
@@ -312,26 +451,35 @@ class Adopter(object):
         except (ValueError, OSError):
             log.error("inet_ntop failed")
             return PAM_IGNORE
-        version = self.version or PROTOCOL_22_05
-        timeout = min(float(self.conf.message_timeout), RPC_TIMEOUT_CAP)
-        try:
-            job_id, _remote = callerid_rpc(conn, self.conf.slurmd_port, version,
-                                           self.conf.munge_socket, timeout, self.deadline)
-        except MungeError as exc:
-            log.error("From %s port %d as %s: cannot ask the remote slurmd: %s"
-                      % (src, conn.port_src, pw.pw_name, exc))
-            job_id = NO_VAL
-        except (RpcError, StepdTimeout) as exc:
-            log.debug("From %s port %d as %s: unable to retrieve callerid data from remote "
-                      "slurmd (%s)" % (src, conn.port_src, pw.pw_name, exc))
-            job_id = NO_VAL
+        prefix = "From %s port %d as %s: " % (src, conn.port_src, pw.pw_name)
+        unsupported = None
+        if conf.auth_type != "auth/munge":
+            unsupported = "AuthType=%s" % conf.get("AuthType")
+        elif conf.tls_type != "tls/none":
+            unsupported = "TLSType=%s" % conf.get("TLSType")
+        job_id = NO_VAL
+        if unsupported:
+            log.error(prefix + "cannot ask the remote slurmd: %s is not supported by this module"
+                      % unsupported)
         else:
-            if job_id == NO_VAL:
-                log.debug("From %s port %d as %s: job indeterminate"
-                          % (src, conn.port_src, pw.pw_name))
+            try:
+                job_id, _remote = callerid_rpc(
+                    conn, conf.slurmd_port, self.version or PROTOCOL_22_05, conf.munge_socket,
+                    min(float(conf.message_timeout), RPC_TIMEOUT_CAP),
+                    self.deadline.until(keep_reserve=True), log,
+                    trusted_uids=self.trusted_uids(),
+                    block_zero_hash=conf.comm_param("block_zero_hash"),
+                    block_null_hash=conf.comm_param("block_null_hash"))
+            except MungeError as exc:
+                log.error(prefix + "cannot ask the remote slurmd: %s" % exc)
+            except (RpcError, StepdTimeout, ConfigError) as exc:
+                log.debug(prefix + "unable to retrieve callerid data from remote slurmd (%s)"
+                          % exc)
+            else:
+                if job_id == NO_VAL:
+                    log.debug(prefix + "job indeterminate")
         if job_id != NO_VAL:
-            log.info("From %s port %d as %s: member of job %u"
-                     % (src, conn.port_src, pw.pw_name, job_id))
+            log.info(prefix + "member of job %u" % job_id)
             mine = [s for s in user_steps if s.job_id == job_id]
             if not mine:
                 # The C module adopts into whatever job the remote slurmd
@@ -340,9 +488,55 @@ class Adopter(object):
                          % (job_id, pw.pw_name))
                 return PAM_IGNORE
             return PAM_SUCCESS if self.adopt(mine[0]) else PAM_IGNORE
-        log.info("From %s port %d as %s: unable to determine source job"
-                 % (src, conn.port_src, pw.pw_name))
+        log.info(prefix + "unable to determine source job")
         return PAM_IGNORE
+
+
+class _LazyUids(object):
+    """Membership test for root, SlurmUser and SlurmdUser: names are resolved
+    (NSS) only when a uid other than 0 must be checked."""
+
+    def __init__(self, names):
+        self.names = names
+        self.uids = None
+
+    def __contains__(self, uid):
+        if uid == 0:
+            return True
+        if self.uids is None:
+            self.uids = set([0])
+            for name in self.names:
+                if name.isdigit():
+                    self.uids.add(int(name))
+                    continue
+                try:
+                    self.uids.add(pwd.getpwnam(name).pw_uid)
+                except KeyError:
+                    pass
+        return uid in self.uids
+
+
+class _Quiet(object):
+    """A log that drops everything (probing spool dirs for the node name)."""
+
+    def error(self, msg):
+        pass
+
+
+def _trusted_dir(path, log):
+    """The spool dir must belong to root and be writable by nobody else:
+    whoever can create a socket there is believed about jobs and hands sshd
+    the namespaces it joins. A missing dir is fine (no steps)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return True
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        log.error("SlurmdSpoolDir %s is owned by uid %u with mode %04o: it must belong to root "
+                  "and not be writable by group or others; not trusting its step sockets"
+                  % (path, st.st_uid, st.st_mode & 0o7777))
+        return False
+    return True
 
 
 def run_safely(adopter):

@@ -9,7 +9,7 @@ import time
 from .sockets import socket
 from .constants import (LOG_AUTHPRIV, LOG_LEVEL_DEBUG, LOG_LEVEL_DEBUG2, LOG_LEVEL_DEBUG3,
                         LOG_LEVEL_ERROR, LOG_LEVEL_INFO, LOG_LEVEL_QUIET, LOG_LEVEL_VERBOSE,
-                        LOG_PREFIX, MODULE_NAME, SYSLOG_PRIORITY)
+                        LOG_PREFIX, MODULE_NAME, SYSLOG_PRIORITY, SYSLOG_TIMEOUT)
 
 
 class Log(object):
@@ -17,17 +17,26 @@ class Log(object):
 
     Lines go to syslog through /dev/log directly, so the module never calls
     openlog(3) and never changes the ident of the sshd process that loads it.
+    The lines the C module writes with pam_syslog(3) go through syslog(3) of
+    the process instead, so they carry the process's own ident, as there.
     Every line is also kept in ``lines`` (for the explain command).
+
+    Each write waits at most SYSLOG_TIMEOUT and never past the module's
+    deadline (``deadline``, set by the flow); after a write that timed out,
+    syslog is given up for the rest of the login.
     """
 
     def __init__(self, level=LOG_LEVEL_INFO, ident=MODULE_NAME, to_syslog=True,
-                 echo=None):
+                 echo=None, process_syslog=None):
         self.level = level
         self.ident = ident
         self.to_syslog = to_syslog
         self.echo = echo
         self.lines = []
+        self.deadline = None
         self._sock = None
+        self._broken = False
+        self._process_syslog = process_syslog
 
     def log(self, level, msg):
         self.lines.append((level, msg))
@@ -43,20 +52,36 @@ class Log(object):
         self.lines.append((LOG_LEVEL_ERROR if priority <= 3 else LOG_LEVEL_INFO, msg))
         if self.echo is not None:
             self.echo(LOG_LEVEL_ERROR if priority <= 3 else LOG_LEVEL_INFO, msg)
-        if self.to_syslog:
-            self._send(priority, "%s(%s:account): %s" % (MODULE_NAME, service, msg))
+        if self.to_syslog and not self._broken:
+            text = "%s(%s:account): %s" % (MODULE_NAME, service, msg)
+            try:
+                (self._process_syslog or process_syslog)(LOG_AUTHPRIV | priority, text)
+            except Exception:   # pylint: disable=broad-except
+                self._send(priority, text)
 
     def _send(self, priority, text):
+        if self._broken:
+            return
         line = "<%d>%s %s[%d]: %s" % (LOG_AUTHPRIV | priority,
                                       time.strftime("%b %d %H:%M:%S"),
                                       self.ident, os.getpid(), text)
+        wait = SYSLOG_TIMEOUT
+        if self.deadline is not None:
+            wait = min(wait, self.deadline.remaining())
+        if wait <= 0:
+            self._broken = True
+            return
         try:
             if self._sock is None:
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                sock.settimeout(0.5)
-                sock.connect("/dev/log")
                 self._sock = sock
-            self._sock.send(line.encode("utf-8", "replace")[:8192])
+                sock.settimeout(wait)
+                sock.connect("/dev/log")
+            self._sock.settimeout(wait)
+            self._sock.send(line.encode("utf-8", "surrogateescape")[:8192])
+        except socket.timeout:
+            self._broken = True          # a stuck syslog daemon: stop writing
+            self.close()
         except (OSError, socket.error):
             self.close()
 
@@ -85,3 +110,11 @@ class Log(object):
 
     def debug3(self, msg):
         self.log(LOG_LEVEL_DEBUG3, msg)
+
+
+def process_syslog(priority, text):
+    """syslog(3) of this process, as pam_syslog(3) writes: the ident is
+    whatever the process set with openlog(3) (sshd's own), never changed."""
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.syslog(ctypes.c_int(priority), b"%s", text.encode("utf-8", "surrogateescape"))

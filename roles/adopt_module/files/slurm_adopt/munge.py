@@ -20,6 +20,12 @@ The protocol (message format version 4, unchanged from munge 0.5.10 to
                  payload length u32, payload
     encode rsp   type 3: error number u8, error length u8, error text
                  (NUL-terminated), credential length u32, credential
+    decode req   type 4: credential length u32, credential
+    decode rsp   type 5: error number u8, error length u8, error text,
+                 cipher u8, mac u8, zip u8, realm length u8, realm, ttl u32,
+                 address length u8, address, encode time u32, decode time
+                 u32, uid u32, gid u32, decode uid u32, decode gid u32,
+                 payload length u32, payload
 
 Like libmunge with a NULL context, the request asks for munged's default
 cipher, MAC, compression and time-to-live, and lets any uid and gid decode
@@ -39,6 +45,9 @@ MSG_MAGIC = 0x00606D4B
 MSG_VERSION = 4
 MSG_ENC_REQ = 2
 MSG_ENC_RSP = 3
+MSG_DEC_REQ = 4
+MSG_DEC_RSP = 5
+EMUNGE_CRED_REPLAYED = 17
 HEADER = struct.Struct(">IBBBI")        # magic, version, type, retry, body length
 
 CIPHER_DEFAULT = 1
@@ -72,6 +81,48 @@ def pack_encode_request(payload, retry=0):
     body = (struct.pack(">BBBB", CIPHER_DEFAULT, MAC_DEFAULT, ZIP_DEFAULT, 0)
             + struct.pack(">IIII", TTL_DEFAULT, UID_ANY, GID_ANY, len(payload)) + payload)
     return HEADER.pack(MSG_MAGIC, MSG_VERSION, MSG_ENC_REQ, retry, len(body)) + body
+
+
+def pack_decode_request(cred, retry=0):
+    """Header and body of a decode request for a credential (bytes)."""
+    body = struct.pack(">I", len(cred) + 1) + cred + b"\0"
+    return HEADER.pack(MSG_MAGIC, MSG_VERSION, MSG_DEC_REQ, retry, len(body)) + body
+
+
+class Decoded(object):
+    """What munged says about a credential it decoded."""
+
+    def __init__(self, error, uid, gid, payload):
+        self.error = error          # munge error number, 0 = valid
+        self.uid = uid
+        self.gid = gid
+        self.payload = payload
+
+
+def unpack_decode_response(body):
+    """A Decoded from a decode response body. Errors that still describe
+    the credential (expired, rewound, replayed) come back with their error
+    number; a response without a credential raises MungeError."""
+    try:
+        error_num, error_len = struct.unpack_from(">BB", body, 0)
+        pos = 2
+        error_text = body[pos:pos + error_len].split(b"\0", 1)[0].decode("utf-8", "replace")
+        pos += error_len
+        if error_num and len(body) == pos:
+            raise MungeError("munged refused to decode: %s"
+                             % (error_text or ERRORS.get(error_num, "error %d" % error_num)))
+        _cipher, _mac, _zip, realm_len = struct.unpack_from(">BBBB", body, pos)
+        pos += 4 + realm_len + 4                        # realm, ttl
+        (addr_len,) = struct.unpack_from(">B", body, pos)
+        pos += 1 + addr_len + 8                         # address, encode and decode time
+        uid, gid, _auth_uid, _auth_gid, data_len = struct.unpack_from(">IIIII", body, pos)
+        pos += 20
+    except struct.error:
+        raise MungeError("truncated decode response from munged")
+    payload = body[pos:pos + data_len]
+    if len(payload) != data_len:
+        raise MungeError("truncated decode response from munged")
+    return Decoded(error_num, uid, gid, payload)
 
 
 def unpack_header(data):
@@ -119,7 +170,7 @@ def _recv_exactly(sock, size, deadline):
     return b"".join(chunks)
 
 
-def _exchange(path, payload, retry, deadline):
+def _exchange(path, request, want_type, retry, deadline):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
@@ -131,11 +182,11 @@ def _exchange(path, payload, retry, deadline):
                 raise _Transient("munged is not accepting connections at %s: %s" % (path, exc))
             raise MungeError("munged is not reachable at %s: %s" % (path, exc))
         try:
-            sock.sendall(pack_encode_request(payload, retry))
+            sock.sendall(request(retry))
             msg_type, length = unpack_header(_recv_exactly(sock, HEADER.size, deadline))
-            if msg_type != MSG_ENC_RSP:
+            if msg_type != want_type:
                 raise MungeError("munged answered with message type %d, not %d"
-                                 % (msg_type, MSG_ENC_RSP))
+                                 % (msg_type, want_type))
             if length > MAX_MESSAGE:
                 raise MungeError("implausible response length %d from munged" % length)
             body = _recv_exactly(sock, length, deadline)
@@ -143,7 +194,7 @@ def _exchange(path, payload, retry, deadline):
             raise
         except (OSError, socket.error) as exc:
             raise _Transient("talking to munged at %s: %s" % (path, exc))
-        return unpack_encode_response(body)
+        return body
     finally:
         sock.close()
 
@@ -152,6 +203,20 @@ def encode(payload, socket_path=None, timeout=3.0):
     """A munge credential (bytes, "MUNGE:...:") over payload, from the munged
     at socket_path (default /run/munge/munge.socket.2), within timeout
     seconds. Raises MungeError for every failure."""
+    body = _call(lambda retry: pack_encode_request(payload, retry), MSG_ENC_RSP,
+                 socket_path, timeout)
+    return unpack_encode_response(body)
+
+
+def decode(cred, socket_path=None, timeout=3.0):
+    """munge_decode(): a Decoded for cred (bytes), from the local munged,
+    within timeout seconds. Raises MungeError when munged cannot be asked."""
+    body = _call(lambda retry: pack_decode_request(cred, retry), MSG_DEC_RSP,
+                 socket_path, timeout)
+    return unpack_decode_response(body)
+
+
+def _call(request, want_type, socket_path, timeout):
     path = socket_path or DEFAULT_SOCKET
     deadline = time.monotonic() + timeout
     try:
@@ -168,7 +233,7 @@ def encode(payload, socket_path=None, timeout=3.0):
                 break
             time.sleep(pause)
         try:
-            return _exchange(path, payload, attempt, deadline)
+            return _exchange(path, request, want_type, attempt, deadline)
         except socket.timeout:
             raise MungeError("munged at %s did not answer within %.1fs" % (path, timeout))
         except _Transient as exc:

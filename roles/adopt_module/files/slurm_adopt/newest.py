@@ -8,18 +8,26 @@ import os
 from .constants import PROTOCOL_26_05, AdoptError
 
 
-def cgroup_version(conf, cgroup_root=None):
-    """_check_cg_version(): CgroupPlugin, or autodetect from the mounts."""
+CGROUP_BASE = "/sys/fs/cgroup"
+
+
+def cgroup_version(conf, mounts="/proc/self/mounts"):
+    """_check_cg_version(): CgroupPlugin from cgroup.conf; "autodetect" (the
+    default) looks at the file systems under /sys/fs/cgroup as Slurm's
+    autodetect_cgroup_version() does with statfs(2), whatever
+    CgroupMountpoint says: cgroup2 there is v2; tmpfs there means
+    /sys/fs/cgroup/systemd decides (cgroup2, with /sys/fs/cgroup/unified
+    present: v2; cgroup: v1). 0 when it cannot tell."""
     plugin = conf.cgroup.get("cgroupplugin") or "autodetect"
     if plugin == "autodetect":
-        root = cgroup_root or conf.cgroup_mountpoint
-        fstype = _fs_type(root)
+        table = _mount_table(mounts)
+        fstype = _fs_type(CGROUP_BASE, table)
         if fstype == "cgroup2":
             return 2
         if fstype == "tmpfs":
-            systemd_type = _fs_type(os.path.join(root, "systemd"))
+            systemd_type = _fs_type(CGROUP_BASE + "/systemd", table)
             if systemd_type == "cgroup2":
-                return 2
+                return 2 if _fs_type(CGROUP_BASE + "/unified", table) else 0
             if systemd_type == "cgroup":
                 return 1
         return 0
@@ -30,18 +38,35 @@ def cgroup_version(conf, cgroup_root=None):
     return 0
 
 
-def _fs_type(path):
-    """File system type of the mount at path, from /proc/self/mounts."""
+def _mount_table(path):
+    """[(mount point, fs type)] in mount order, from /proc/self/mounts."""
     try:
-        with open("/proc/self/mounts") as handle:
-            mounts = handle.read().splitlines()
+        with open(path, "rb") as handle:
+            lines = handle.read().splitlines()
     except (IOError, OSError):
-        return None
-    found = None
-    for line in mounts:
+        return []
+    table = []
+    for line in lines:
         fields = line.split()
-        if len(fields) >= 3 and fields[1] == path.rstrip("/"):
-            found = fields[2]
+        if len(fields) >= 3:
+            point = fields[1].replace(b"\\040", b" ").replace(b"\\011", b"\t")
+            table.append((os.fsdecode(point.replace(b"\\134", b"\\")),
+                          fields[2].decode("ascii", "replace")))
+    return table
+
+
+def _fs_type(path, table):
+    """The type of the file system that holds path (what statfs(2) reports):
+    the last mount on the longest mount point that contains it; None when
+    the path does not exist."""
+    if not os.path.isdir(path):
+        return None
+    path = os.path.realpath(path)
+    best, found = -1, None
+    for point, fstype in table:
+        inside = path == point or point == "/" or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best:
+            best, found = len(point), fstype
     return found
 
 

@@ -36,24 +36,35 @@ def _prefix(arg, name):
     return arg[:len(name)].lower() == name.lower()
 
 
+def _digits(text, base):
+    """All of text is ASCII digits of base (str.isdigit would take other
+    scripts' digits, which strtoul does not)."""
+    valid = "0123456789abcdef"[:base]
+    return bool(text) and all(char in valid for char in text.lower())
+
+
 def _strtoul(text):
-    """strtoul(text, &end, 0) when the whole text is a number, else None."""
-    body = text.lstrip()
+    """(unsigned int) strtoul(text, &end, 0) when nothing follows the number,
+    else None. As in C, an empty text is the number 0, a value above
+    ULONG_MAX saturates and the cast to unsigned int keeps the low 32 bits."""
+    if text == "":
+        return 0
+    body = text.lstrip(" \t\n\v\f\r")
     negative = body[:1] == "-"
-    if body[:1] in "+-":
+    if body[:1] in ("+", "-"):
         body = body[1:]
-    try:
-        if body[:2].lower() == "0x":
-            num = int(body[2:], 16) if body[2:].isalnum() else None
-        elif body[:1] == "0":
-            num = int(body, 8) if body.isdigit() else None
-        else:
-            num = int(body, 10) if body.isdigit() else None
-    except ValueError:
-        num = None
-    if num is None:
+    if body[:2].lower() == "0x" and _digits(body[2:], 16):
+        num = int(body[2:], 16)
+    elif body[:1] == "0" and _digits(body, 8):
+        num = int(body, 8)
+    elif _digits(body, 10):
+        num = int(body, 10)
+    else:
         return None
-    return ((-num) & 0xFFFFFFFF) if negative else min(num, 0xFFFFFFFF)
+    num = min(num, 0xFFFFFFFFFFFFFFFF)
+    if negative:
+        num = -num & 0xFFFFFFFFFFFFFFFF
+    return num & 0xFFFFFFFF
 
 
 def parse_log_level(value, problems):

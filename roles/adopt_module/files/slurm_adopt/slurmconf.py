@@ -1,7 +1,12 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""slurm.conf and cgroup.conf: only what the module needs, read as slurmd reads them."""
+"""slurm.conf and cgroup.conf: only what the module needs, read as slurmd reads them.
+
+Files are read as bytes and decoded with os.fsdecode (the file-system
+encoding with surrogateescape): a byte that is not ASCII, in a comment or a
+value, never makes the file unreadable, whatever the locale of sshd (often
+none, so ASCII), and a path read from the file names the same bytes again."""
 
 import errno
 import os
@@ -121,28 +126,22 @@ class SlurmConfig(object):
         self.values = {}          # lower-case key -> value (last one wins)
         self.nodes = []           # [(NodeName, NodeHostname)] expanded, in order
         self._node_defaults = {}
-        self.cgroup = {}          # lower-case key -> value from cgroup.conf
-        self.cgroup_path = None
+        self._cgroup = None       # lower-case key -> value from cgroup.conf, read on first use
+        self.cgroup_path = os.path.join(os.path.dirname(path), "cgroup.conf")
 
     # -- reading ---------------------------------------------------------
     @classmethod
-    def load(cls, path, with_cgroup=True):
+    def load(cls, path):
+        """slurm.conf and its Includes. cgroup.conf is read only when it is
+        needed (the "newest" rule up to 25.11): 26.05 never reads it."""
         conf = cls(path)
         conf._read_file(path, depth=0)
-        if with_cgroup:
-            conf._read_cgroup_conf()
         return conf
 
     def _read_file(self, path, depth):
         if depth > 10:
             raise ConfigError("%s: Include nested too deeply" % path)
-        try:
-            with open(path, "r") as handle:
-                raw_lines = handle.read().splitlines()
-        except (IOError, OSError) as exc:
-            raise ConfigError("cannot read %s: %s" % (path, exc.strerror or exc))
-        except UnicodeDecodeError as exc:
-            raise ConfigError("cannot read %s: %s" % (path, exc))
+        raw_lines = read_lines(path)
         self.files.append(path)
         for lineno, line in _logical_lines(raw_lines):
             where = "%s line %d" % (path, lineno)
@@ -165,11 +164,13 @@ class SlurmConfig(object):
     def _include(self, target, current, depth, where):
         """An Include line, as Slurm's parser reads it: "%c" is the ClusterName
         defined so far, lower-cased; a relative path is taken from the
-        directory of the including file (the same as Slurm for Include lines of
-        slurm.conf itself; 24.11+ takes nested relative Includes from
-        slurm.conf's directory instead). Slurm expands no glob: 22.05 tries to
-        open the pattern as a file name and 24.11+ refuses the line, and either
-        way the configuration fails to load, so it is a ConfigError here too."""
+        directory of the including file. For an Include inside an included
+        file, 24.11+ takes slurm.conf's directory instead: the file is read
+        from there when the including file's directory has no such file
+        (the Slurm version is not known yet when slurm.conf is read; see
+        docs/differences.md). Slurm expands no glob: 22.05 tries to open the
+        pattern as a file name and 24.11+ refuses the line, and either way the
+        configuration fails to load, so it is a ConfigError here too."""
         if not target:
             raise ConfigError("%s: Include without a file name" % where)
         target = target.split()[0].strip('"')
@@ -180,7 +181,10 @@ class SlurmConfig(object):
                                   % (where, target))
             target = target.replace("%c", cluster.lower(), 1)
         if not os.path.isabs(target):
-            target = os.path.join(os.path.dirname(current), target)
+            relative = target
+            target = os.path.join(os.path.dirname(current), relative)
+            if depth > 0 and not os.path.exists(target):
+                target = os.path.join(os.path.dirname(self.path), relative)
         if "*" in target:
             raise ConfigError("%s: Include %s: Slurm does not expand glob patterns in Include"
                               % (where, target))
@@ -206,22 +210,25 @@ class SlurmConfig(object):
                 raise ConfigError("%s: NodeHostname count differs from NodeName count" % where)
         self.nodes.extend(zip(node_list, host_list))
 
-    def _read_cgroup_conf(self):
-        path = os.path.join(os.path.dirname(self.path), "cgroup.conf")
-        self.cgroup_path = path
-        try:
-            with open(path, "r") as handle:
-                raw_lines = handle.read().splitlines()
-        except (IOError, OSError) as exc:
-            if exc.errno == errno.ENOENT:
-                return                  # cgroup.conf is optional
-            raise ConfigError("cannot read %s: %s" % (path, exc.strerror or exc))
-        for lineno, line in _logical_lines(raw_lines):
-            line = _strip_comment(line).strip()
-            if not line:
-                continue
-            for key, value in parse_pairs(line, "%s line %d" % (path, lineno)):
-                self.cgroup[key.lower()] = value
+    @property
+    def cgroup(self):
+        """cgroup.conf next to slurm.conf (optional), read on first use."""
+        if self._cgroup is None:
+            values = {}
+            try:
+                raw_lines = read_lines(self.cgroup_path)
+            except ConfigError as exc:
+                if getattr(exc, "errno", None) != errno.ENOENT:
+                    raise
+                raw_lines = []              # cgroup.conf is optional
+            for lineno, line in _logical_lines(raw_lines):
+                line = _strip_comment(line).strip()
+                if not line:
+                    continue
+                for key, value in parse_pairs(line, "%s line %d" % (self.cgroup_path, lineno)):
+                    values[key.lower()] = value
+            self._cgroup = values
+        return self._cgroup
 
     # -- values ----------------------------------------------------------
     def get(self, key, default=None):
@@ -255,6 +262,18 @@ class SlurmConfig(object):
     def comm_param(self, name):
         return name.lower() in (self.get("CommunicationParameters") or "").lower()
 
+    @property
+    def auth_type(self):
+        return (self.get("AuthType") or "auth/munge").lower()
+
+    @property
+    def tls_type(self):
+        return (self.get("TLSType") or "tls/none").lower()
+
+    def slurm_users(self):
+        """Names of SlurmUser and SlurmdUser (root by default)."""
+        return [self.get("SlurmUser") or "root", self.get("SlurmdUser") or "root"]
+
     def cgroup_flag(self, key):
         return (self.cgroup.get(key.lower(), "no") or "no").lower() in ("yes", "true", "1")
 
@@ -281,6 +300,19 @@ class SlurmConfig(object):
         if "%h" in path:
             path = path.replace("%h", self.hostname_for_node(node_name) or node_name)
         return path.replace("%n", node_name)
+
+
+def read_lines(path):
+    """The lines of a config file, decoded with os.fsdecode (never the
+    locale's encoding). ConfigError (with .errno) if it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except (IOError, OSError) as exc:
+        error = ConfigError("cannot read %s: %s" % (path, exc.strerror or exc))
+        error.errno = exc.errno
+        raise error
+    return os.fsdecode(data).splitlines()
 
 
 def _logical_lines(raw_lines):
@@ -314,27 +346,37 @@ def find_slurm_conf(environ=None):
                       % (DEFAULT_SLURM_CONF, CONFIGLESS_SLURM_CONF))
 
 
-def guess_nodename(conf, environ=None):
-    """_guess_nodename(): $SLURMD_NODENAME (26.05), the short host name as a
-    NodeHostname, the full host name, its address aliases, then localhost."""
-    environ = os.environ if environ is None else environ
-    env_name = environ.get("SLURMD_NODENAME")
-    if env_name:
-        return env_name
+def legacy_nodename(conf, resolve=None):
+    """_guess_nodename() as in 22.05: the short host name as a NodeHostname
+    (the full name too), its address aliases (resolve(name) -> canonical
+    names, a DNS lookup bounded by the caller), then the NodeName of
+    localhost. None when nothing matches."""
     full = socket.gethostname()
     short = full.split(".", 1)[0]
     for candidate in (short, full):
         name = conf.nodename_for_host(candidate)
         if name:
             return name
-    try:
-        infos = socket.getaddrinfo(full, None, 0, socket.SOCK_STREAM, 0, socket.AI_CANONNAME)
-    except (socket.gaierror, OSError, UnicodeError):
-        infos = []
-    for info in infos:
-        canon = info[3]
-        if canon:
-            name = conf.nodename_for_host(canon) or conf.nodename_for_host(canon.split(".")[0])
-            if name:
-                return name
+    for canon in (resolve or canonical_names)(full):
+        name = conf.nodename_for_host(canon) or conf.nodename_for_host(canon.split(".")[0])
+        if name:
+            return name
     return conf.nodename_for_host("localhost")
+
+
+def canonical_names(host):
+    """The canonical names of host (getaddrinfo AI_CANONNAME); [] on error."""
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM, 0, socket.AI_CANONNAME)
+    except (socket.gaierror, OSError, UnicodeError):
+        return []
+    return [info[3] for info in infos if info[3]]
+
+
+def guess_nodename(conf, environ=None, resolve=None):
+    """The 23.11+ guess: $SLURMD_NODENAME, the 22.05 guess, then the raw host
+    name (dynamic and cloud nodes). The flow picks the parts that the
+    node's Slurm version has (see Adopter.node_name)."""
+    environ = os.environ if environ is None else environ
+    return (environ.get("SLURMD_NODENAME") or legacy_nodename(conf, resolve)
+            or socket.gethostname())

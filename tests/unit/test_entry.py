@@ -1,0 +1,288 @@
+"""The entry points (slurm_adopt/entry.py and the pam_slurm_adopt.py shim):
+the pam_python hook, the pam_exec helper and explain, each against a
+temporary node with fake stepds (tests/unit/test_flow.py's Node)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from slurm_adopt import constants as C
+from slurm_adopt import entry
+import pam_slurm_adopt as shim
+
+from test_flow import NODE, OTHER_UID, UID, USER, Node
+
+MODULE_DIR = os.path.dirname(os.path.abspath(shim.__file__))
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = Node(tmp_path)
+    yield n
+    n.close()
+
+
+class FakePamh(object):
+    """What pam_python hands the hook: items as attributes, env, conversation."""
+    PAM_ERROR_MSG = 3
+
+    def __init__(self, user=USER, service="sshd"):
+        self.user = user
+        self.service = service
+        self.env = {}
+        self.said = []
+
+    class Message(object):
+        def __init__(self, style, text):
+            self.style, self.text = style, text
+
+    def conversation(self, message):
+        self.said.append(message.text)
+
+
+def hook(node, *options, pamh=None, monkeypatch=None):
+    pamh = pamh or FakePamh()
+    monkeypatch.setenv("SLURM_CONF", str(node.conf))
+    rc = entry.pam_sm_acct_mgmt(pamh, 0, ["/path/pam_slurm_adopt.py", "nodename=%s" % NODE]
+                                + list(options))
+    return rc, pamh
+
+
+# -- the pam_python hook -------------------------------------------------------------
+
+def test_hook_adopts_and_sets_the_pam_environment(node, monkeypatch):
+    fake = node.job(17, x11=(10, "/home/x/.Xauthority"))
+    rc, pamh = hook(node, monkeypatch=monkeypatch)
+    assert rc == C.PAM_SUCCESS and fake.added == [os.getpid()]
+    assert pamh.env == {"SLURM_JOB_ID": "17", "DISPLAY": "localhost:10.0",
+                        "XAUTHORITY": "/home/x/.Xauthority"}
+
+
+def test_hook_denies_with_the_message(node, monkeypatch):
+    node.job(9, uid=OTHER_UID)
+    rc, pamh = hook(node, monkeypatch=monkeypatch)
+    assert rc == C.PAM_PERM_DENIED and pamh.said == [C.MSG_NO_JOBS]
+
+
+@pytest.mark.parametrize("action,rc", [("deny", C.PAM_PERM_DENIED), ("allow", C.PAM_SUCCESS),
+                                       ("ignore", C.PAM_IGNORE)])
+def test_hook_internal_error_applies_action_generic_failure(node, monkeypatch, action, rc):
+    """Item 8: an error outside the flow (here: the log cannot be made)
+    answers what action_generic_failure says, never PAM_IGNORE by default
+    and never PAM_SUCCESS under deny."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(entry, "Log", broken)
+    got, _pamh = hook(node, "action_generic_failure=" + action, monkeypatch=monkeypatch)
+    assert got == rc
+
+
+def test_hook_with_unreadable_items_is_a_session_error(node, monkeypatch):
+    class NoItems(FakePamh):
+        @property
+        def user(self):
+            raise RuntimeError("no item")
+
+        @user.setter
+        def user(self, value):
+            pass
+    rc, _pamh = hook(node, pamh=NoItems(), monkeypatch=monkeypatch)
+    assert rc == C.PAM_SESSION_ERR
+
+
+# -- the shim: a broken install ------------------------------------------------------
+
+@pytest.fixture
+def broken_install(tmp_path):
+    """The shim next to a slurm_adopt package that cannot be imported."""
+    shutil.copy(os.path.join(MODULE_DIR, "pam_slurm_adopt.py"), str(tmp_path))
+    pkg = tmp_path / "slurm_adopt"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("raise ImportError('half-installed')\n")
+    return tmp_path
+
+
+SHIM_PROBE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+import pam_slurm_adopt
+print(pam_slurm_adopt.pam_sm_acct_mgmt(object(), 0, [sys.argv[1] + "/pam_slurm_adopt.py"] + sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("options,rc", [([], C.PAM_IGNORE),
+                                        (["action_generic_failure=deny"], C.PAM_PERM_DENIED),
+                                        (["action_generic_failure=allow"], C.PAM_SUCCESS),
+                                        (["ACTION_GENERIC_FAILURE=Denyx"], C.PAM_PERM_DENIED)])
+def test_broken_install_applies_action_generic_failure(broken_install, options, rc):
+    p = subprocess.run([sys.executable, "-I", "-c", SHIM_PROBE, str(broken_install)] + options,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
+    assert p.returncode == 0, p.stderr
+    assert int(p.stdout) == rc
+
+
+@pytest.mark.parametrize("options,status", [(["action_generic_failure=deny"], 1), ([], 0)])
+def test_broken_install_under_pam_exec(broken_install, options, status):
+    p = subprocess.run([sys.executable, "-I", "-S", str(broken_install / "pam_slurm_adopt.py"),
+                        "pam-exec"] + options, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=30, check=False)
+    assert p.returncode == status, p.stderr
+
+
+def test_shim_loads_the_package_next_to_it():
+    assert shim._load(shim.__file__) is entry
+
+
+# -- the pam_exec helper -------------------------------------------------------------
+
+def exec_env(pam_env=(), items=None, after=()):
+    """The environment pam_exec builds: PAM env, the items, PAM_TYPE, then
+    what /usr/bin/env on the command line appends."""
+    items = {"PAM_SERVICE": "sshd", "PAM_USER": USER, "PAM_TTY": "ssh",
+             "PAM_RHOST": "127.0.0.1", "PAM_TYPE": "account"} if items is None else items
+    entries = list(pam_env)
+    for name in entry.PAM_EXEC_ITEMS + ("PAM_TYPE",):
+        if name in items:
+            entries.append("%s=%s" % (name, items[name]))
+    return entries + list(after)
+
+
+def test_pam_exec_items_ignore_the_pam_environment():
+    """Item 6: an earlier module's PAM_USER, PAM_SERVICE, PAM_TYPE or
+    SLURM_CONF in the PAM environment shadows nothing."""
+    env = exec_env(pam_env=["PAM_USER=root", "PAM_TYPE=session", "PAM_SERVICE=cron",
+                            "SLURM_CONF=/tmp/evil.conf", "SLURMD_NODENAME=evil"],
+                   after=["SLURM_CONF=/etc/slurm/site.conf"])
+    items, environ = entry.pam_exec_items(env)
+    assert items["PAM_USER"] == USER and items["PAM_SERVICE"] == "sshd"
+    assert items["PAM_TYPE"] == "account"
+    assert environ == {"SLURM_CONF": "/etc/slurm/site.conf"}
+
+
+def test_pam_exec_missing_user_item_is_not_taken_from_the_pam_environment():
+    items = {"PAM_SERVICE": "sshd", "PAM_TYPE": "account"}
+    got, environ = entry.pam_exec_items(exec_env(pam_env=["PAM_USER=victim"], items=items))
+    assert "PAM_USER" not in got and environ == {}
+
+
+def test_pam_exec_layout_not_from_pam_exec():
+    assert entry.pam_exec_items(["PATH=/bin", "PAM_USER=x"]) == ({}, {})
+
+
+def run_exec(node, env, *options):
+    return entry.pam_exec_main(["nodename=%s" % NODE] + list(options), env)
+
+
+def conf_after(node):
+    return ["SLURM_CONF=%s" % node.conf]
+
+
+def test_pam_exec_adopts_the_parent(node, monkeypatch):
+    fake = node.job(17)
+    assert run_exec(node, exec_env(after=conf_after(node))) == 0
+    assert fake.added == [os.getppid()]
+
+
+@pytest.mark.parametrize("action", ["deny", "allow"])
+def test_pam_exec_exit_status_is_1_for_every_denial(node, monkeypatch, action, capsys):
+    """M4: the helper must not exit 0 for a denial."""
+    node.job(9, uid=OTHER_UID)
+    assert run_exec(node, exec_env(after=conf_after(node))) == 1
+    assert C.MSG_NO_JOBS in capsys.readouterr().out
+    status = run_exec(node, exec_env(after=["SLURM_CONF=/nonexistent.conf"]),
+                      "action_generic_failure=" + action)
+    assert status == (1 if action == "deny" else 0)
+
+
+def test_pam_exec_slurm_conf_from_the_pam_environment_is_ignored(node, tmp_path):
+    """An attacker's slurm.conf (a spool dir with a fake stepd of theirs)
+    named in the PAM environment is not read."""
+    evil_spool = tmp_path / "evil"
+    evil_spool.mkdir()
+    from fakes.fake_stepd import FakeStepd
+    evil = FakeStepd(str(evil_spool), NODE, 66, UID)
+    evil_conf = tmp_path / "evil.conf"
+    evil_conf.write_text("NodeName=%s\nSlurmdSpoolDir=%s\n" % (NODE, evil_spool))
+    try:
+        status = run_exec(node, exec_env(pam_env=["SLURM_CONF=%s" % evil_conf]),
+                          "action_generic_failure=deny")
+        assert evil.added == [] and evil.requests == []
+        assert status == 1
+    finally:
+        evil.close()
+
+
+@pytest.mark.parametrize("pam_type", ["session", "auth", None])
+def test_pam_exec_outside_the_account_stack(node, pam_type):
+    """A wrong PAM_TYPE used to exit 0 (success). Now it is a failure of the
+    helper: action_generic_failure applies."""
+    items = {"PAM_SERVICE": "sshd", "PAM_USER": USER}
+    if pam_type:
+        items["PAM_TYPE"] = pam_type
+    env = exec_env(items=items, after=conf_after(node))
+    assert run_exec(node, env, "action_generic_failure=deny") == 1
+    assert run_exec(node, env) == 0
+
+
+def test_pam_exec_internal_error_applies_the_action(node, monkeypatch):
+    monkeypatch.setattr(entry, "Log", lambda *a, **k: 1 / 0)
+    assert run_exec(node, exec_env(), "action_generic_failure=deny") == 1
+    assert run_exec(node, exec_env(), "action_generic_failure=allow") == 0
+
+
+def test_read_environ_keeps_duplicates_in_order(tmp_path):
+    path = tmp_path / "environ"
+    path.write_bytes(b"PAM_USER=evil\0A=1\0PAM_USER=real\0PAM_TYPE=account\0")
+    assert entry.read_environ(str(path)) == ["PAM_USER=evil", "A=1", "PAM_USER=real",
+                                             "PAM_TYPE=account"]
+
+
+def test_pam_exec_end_to_end_with_a_shadowed_environment(node, tmp_path):
+    """The helper as pam_exec runs it (python3 -I -S, an environment with
+    duplicate names in pam_exec's order), read from /proc/self/environ."""
+    fake = node.job(17)
+    script = os.path.join(MODULE_DIR, "pam_slurm_adopt.py")
+    env_block = ["PAM_USER=root", "PAM_TYPE=session", "SLURM_CONF=/nonexistent",
+                 "PAM_SERVICE=sshd", "PAM_USER=%s" % USER, "PAM_TYPE=account",
+                 "SLURM_CONF=%s" % node.conf]
+    argv = [sys.executable, "-I", "-S", script, "pam-exec", "nodename=%s" % NODE,
+            "action_generic_failure=deny"]
+    # execve(2) takes the block as it is, duplicates included (os.execve and
+    # env(1) would merge them): a launcher that calls libc's execve.
+    launcher = ("import ctypes, sys; n = int(sys.argv[1]); env, argv = sys.argv[2:2 + n], "
+                "sys.argv[2 + n:]; arr = lambda l: (ctypes.c_char_p * (len(l) + 1))"
+                "(*[x.encode() for x in l], None); "
+                "ctypes.CDLL(None).execve(argv[0].encode(), arr(argv), arr(env)); sys.exit(99)")
+    p = subprocess.run([sys.executable, "-I", "-c", launcher, str(len(env_block))] + env_block
+                       + argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30,
+                       check=False)
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    assert fake.added == [os.getpid()]
+
+
+# -- explain -------------------------------------------------------------------------
+
+def test_explain_exit_status_and_decision(node, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(node.conf))
+    out = []
+    node.job(17)
+    assert entry.explain_main([USER, "nodename=%s" % NODE], out=out.append) == 0
+    assert out[-1] == "decision: PAM_SUCCESS (adopt into job 17)"
+    out = []
+    assert entry.explain_main(["daemon", "nodename=%s" % NODE], out=out.append) == 1
+    assert out[-1] == "decision: PAM_PERM_DENIED (deny)"
+    assert any(C.MSG_NO_JOBS in line for line in out)
+
+
+def test_explain_adopts_nothing(node, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(node.conf))
+    fake = node.job(17)
+    entry.explain_main([USER, "nodename=%s" % NODE], out=lambda text: None)
+    assert fake.added == [] and 22 not in fake.requests
+
+
+def test_main_usage():
+    assert entry.main(["nonsense"]) == 2
