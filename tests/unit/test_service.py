@@ -375,7 +375,7 @@ def test_pool_and_queue_are_bounded(node):
             client.close()
     refused = [o for o in outcomes if o.refused]
     served = [o for o in outcomes if o.rc is not None]
-    assert len(refused) == 2 and all("busy" in o.refused for o in refused)
+    assert len(refused) == 2 and all("busy" in o.refused for o in refused), [(o.rc, o.refused, o.closed, o.reset) for o in outcomes]
     assert len(served) == 3 and all(o.rc == 0 for o in served)
 
 
@@ -411,19 +411,31 @@ def test_setns_failure_in_the_client_is_an_adoption_failure(node):
     assert denied.rc == 6 and denied.messages[-1][1].startswith("Access denied by pam_slurm_adopt")
 
 
+def settled_fd_count(pid, quiet=0.3, limit=3.0):
+    """Open descriptors of pid once the count stays the same for `quiet` s
+    (the service closes a connection just after sending its result)."""
+    end = time.monotonic() + limit
+    count, since = None, time.monotonic()
+    while time.monotonic() < end:
+        now = len(os.listdir("/proc/%d/fd" % pid))
+        if now != count:
+            count, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.05)
+    return count
+
+
 def test_service_closes_the_namespace_fds_it_received(node):
     ns = os.open("/proc/self/ns/mnt", os.O_RDONLY)
     try:
         node.stepd(28, UID, namespaces=[(CLONE_NEWNS, ns)])
         proc = node.start()
-        node.ask()
-        before = len(os.listdir("/proc/%d/fd" % proc.pid))
+        assert node.ask().rc == 0
+        before = settled_fd_count(proc.pid)
         for _i in range(5):
             assert node.ask().rc == 0
-        end = time.monotonic() + 3      # the service closes a connection after the result
-        while len(os.listdir("/proc/%d/fd" % proc.pid)) > before and time.monotonic() < end:
-            time.sleep(0.05)
-        assert len(os.listdir("/proc/%d/fd" % proc.pid)) == before
+        assert settled_fd_count(proc.pid) == before
     finally:
         os.close(ns)
 

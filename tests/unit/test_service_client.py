@@ -130,6 +130,18 @@ def test_ignore_is_returned_as_ignore(node, builds):
     assert r["texts"] == [MARK]           # PAM went on to the next module: PAM_IGNORE
 
 
+def test_pam_syslog_lines_are_written_by_the_client(node, builds):
+    """The lines the C module writes with pam_syslog(3) come from the PAM
+    application's process (sshd's ident and pid), not from the service."""
+    node.start()
+    r = pam(node, builds["client"], ["service=another-service", "log_level=bogus"])
+    assert r["texts"] == [MARK]                           # PAM_IGNORE
+    assert logged(r, "pam_slurm_adopt(%s:account): Not adopting process since this is not an "
+                     "allowed pam service" % SERVICE)
+    assert logged(r, "pam_slurm_adopt(%s:account): unrecognized log level bogus" % SERVICE)
+    assert not logged(r, "did not answer")               # no fallback: the service answered
+
+
 def test_items_flags_and_environment_reach_the_service(node, builds):
     """What the C code encodes is what the Python side decodes."""
     seen = {}
@@ -367,6 +379,9 @@ class FakeService(object):
 
 
 def _malformed(packet, fds=()):
+    """Sends packet, then a well-formed PAM_SUCCESS: a client that accepted
+    the packet would return that success without any adoption; one that
+    rejected it asks its child, which adopts."""
     def script(conn):
         proto.recv_packet(conn, proto.CLIENT_TYPES)
         if fds:
@@ -374,6 +389,10 @@ def _malformed(packet, fds=()):
                                      struct.pack("=%di" % len(fds), *fds))])
         else:
             conn.send(packet)
+        try:
+            conn.send(proto.int_message(proto.MSG_RESULT, 0))
+        except OSError:
+            pass
         time.sleep(0.5)
     return script
 
@@ -399,6 +418,8 @@ MALFORMED = {
     "putenv without =": _hdr(proto.MSG_PUTENV, b"SLURM_JOB_ID"),
     "putenv empty name": _hdr(proto.MSG_PUTENV, b"=x"),
     "setns without fd": _hdr(proto.MSG_SETNS, struct.pack(">i", CLONE_NEWNS)),
+    "syslog bad severity": _hdr(proto.MSG_SYSLOG, b"\x09text"),
+    "syslog empty": _hdr(proto.MSG_SYSLOG, b"\x03"),
 }
 
 

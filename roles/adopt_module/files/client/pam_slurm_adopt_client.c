@@ -6,7 +6,7 @@
  *
  * It decides nothing. It sends the module options, the PAM items and sshd's
  * SLURM_CONF/SLURMD_NODENAME to the Python service, does what the service asks
- * (a PAM message, pam_putenv, setns, "go" before its process is adopted) and
+ * (a PAM message, a syslog line, pam_putenv, setns, "go" before it adopts) and
  * returns the service's PAM code. When the service cannot answer, it runs the
  * same Python code as its child over a socketpair; only when neither answers
  * does it apply action_generic_failure. The whole call takes at most SAF_TOTAL_MS.
@@ -50,7 +50,7 @@
 #endif
 
 enum { VERSION = 1, HDR = 8, MAXPKT = 65536, MAXFIELD = 4096, MAXARGS = 64, GO_ON = -2 };
-enum { M_HEARTBEAT = 1, M_CONV, M_PUTENV, M_PREPARE, M_SETNS, M_RESULT, M_REFUSED,
+enum { M_HEARTBEAT = 1, M_CONV, M_PUTENV, M_PREPARE, M_SETNS, M_RESULT, M_REFUSED, M_SYSLOG,
        M_REQUEST = 16, M_GO, M_SETNS_RESULT };
 enum { F_ARG = 1, F_USER, F_SERVICE, F_RHOST, F_TTY, F_RUSER, F_ENV, F_BUDGET, F_FLAGS };
 
@@ -194,6 +194,12 @@ static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int 
 			if (len > 1 && !memchr(b + 9, 0, len - 1)
 			    && (b[8] == PAM_ERROR_MSG || b[8] == PAM_TEXT_INFO)) {
 				pam_prompt(pamh, b[8], NULL, "%s", (char *)b + 9);
+				rc = GO_ON;
+			}
+			break;
+		case M_SYSLOG:          /* pam_syslog's lines: sshd's ident and pid */
+			if (len > 1 && !memchr(b + 9, 0, len - 1) && b[8] < 8) {
+				syslog(LOG_AUTHPRIV | b[8], "%s", (char *)b + 9);
 				rc = GO_ON;
 			}
 			break;

@@ -38,10 +38,12 @@ MSG_PREPARE = 4                 # about to adopt the client's process: the clien
 MSG_SETNS = 5                   # i32 namespace type + one fd (SCM_RIGHTS): setns(fd, type)
 MSG_RESULT = 6                  # i32 PAM return code; the last message
 MSG_REFUSED = 7                 # text: the request was not handled (the client falls back)
+MSG_SYSLOG = 8                  # u8 severity (0-7) + text: syslog(LOG_AUTHPRIV | severity) in
+                                # the client's process (pam_syslog's lines: sshd's ident and pid)
 
 CLIENT_TYPES = (MSG_REQUEST, MSG_GO, MSG_SETNS_RESULT)
 SERVICE_TYPES = (MSG_HEARTBEAT, MSG_CONV, MSG_PUTENV, MSG_PREPARE, MSG_SETNS, MSG_RESULT,
-                 MSG_REFUSED)
+                 MSG_REFUSED, MSG_SYSLOG)
 
 # Fields of MSG_REQUEST: u8 tag, u16 length, value; in any order.
 F_ARG = 1                       # one module option (repeated, in argv order)
@@ -186,6 +188,11 @@ def unpack(packet, allowed):
 def conv(style, text):
     raw = text.encode("utf-8", "replace")[:MAX_FIELD]
     return pack(MSG_CONV, struct.pack(">B", style) + raw)
+
+
+def syslog(severity, text):
+    raw = text.encode("utf-8", "replace").replace(b"\0", b"?")[:MAX_FIELD]
+    return pack(MSG_SYSLOG, struct.pack(">B", severity & 7) + raw)
 
 
 def putenv(name, value):

@@ -29,12 +29,11 @@ import sys
 import time
 
 from . import protocol as proto
-from .constants import LOG_AUTHPRIV, LOG_LEVEL_INFO, TOTAL_BUDGET
+from .constants import LOG_AUTHPRIV, LOG_LEVEL_INFO, SYSLOG_TIMEOUT, TOTAL_BUDGET, StepdError
 from .flow import Adopter, PamContext, report_option_problems, run_safely
 from .log import Log
 from .options import parse_options
 from .sockets import socket
-from .stepd import Deadline
 
 DEFAULT_SOCKET = "/run/slurm-adopt/adopt.sock"
 SERVICE_IDENT = "slurm_adopt_service"
@@ -110,6 +109,9 @@ class Peer(object):
         pid, uid, _gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                        _UCRED.size))
         self.pid, self.uid = pid, uid
+        # Non-blocking for good: every wait is an explicit poll, so that a
+        # heartbeat or a refusal never waits for a client that does not read.
+        sock.setblocking(False)
 
     def pin(self):
         """Check the peer and pin its process. Raises Refused or PeerGone."""
@@ -158,19 +160,33 @@ class Peer(object):
             raise PeerGone("process %d closed the connection" % self.pid)
 
     # -- messages --------------------------------------------------------
+    def _wait(self, events, timeout):
+        poller = select.poll()
+        poller.register(self.sock.fileno(), events)
+        poller.poll(max(timeout, 0) * 1000)
+
     def send(self, packet, fds=(), wait=True):
-        """Send one packet; with wait=False never block (heartbeats)."""
+        """Send one packet, waiting at most CLIENT_WAIT for room; with
+        wait=False (heartbeats) never wait: a full queue skips the packet."""
         ancillary = []
         if fds:
             ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
                           struct.pack("=%di" % len(fds), *fds))]
-        flags = socket.MSG_NOSIGNAL | (0 if wait else socket.MSG_DONTWAIT)
-        with self.lock:
-            if self.closed:
-                raise PeerGone("connection already closed")
-            if wait:
-                self.sock.settimeout(CLIENT_WAIT)
-            self.sock.sendmsg([packet], ancillary, flags)
+        end = time.monotonic() + CLIENT_WAIT
+        while True:
+            with self.lock:
+                if self.closed:
+                    raise PeerGone("connection already closed")
+                try:
+                    self.sock.sendmsg([packet], ancillary, socket.MSG_NOSIGNAL)
+                    return
+                except (BlockingIOError, InterruptedError):
+                    if not wait:
+                        raise
+            left = end - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("process %d does not read its messages" % self.pid)
+            self._wait(select.POLLOUT, left)
 
     def send_quiet(self, packet):
         """Send, ignoring a client that is gone (the answer no longer matters)."""
@@ -182,21 +198,26 @@ class Peer(object):
 
     def receive(self, allowed, timeout):
         """(type, payload) of the client's next message within timeout."""
-        self.sock.settimeout(max(timeout, 0.001))
-        try:
-            msg_type, payload, _fds = proto.recv_packet(self.sock, allowed)
-        except socket.timeout:
-            raise PeerGone("no answer from process %d within %.1fs" % (self.pid, timeout))
-        except EOFError:
-            raise PeerGone("process %d closed the connection" % self.pid)
-        return msg_type, payload
+        end = time.monotonic() + timeout
+        while True:
+            try:
+                msg_type, payload, _fds = proto.recv_packet(self.sock, allowed)
+                return msg_type, payload
+            except (BlockingIOError, InterruptedError):
+                pass
+            except EOFError:
+                raise PeerGone("process %d closed the connection" % self.pid)
+            left = end - time.monotonic()
+            if left <= 0:
+                raise PeerGone("no answer from process %d within %.1fs" % (self.pid, timeout))
+            self._wait(select.POLLIN, left)
 
     def refuse(self, reason):
         """Tell the client why (it falls back), read what it sent, close. A
         connection closed with unread data resets the peer's next read."""
         self.send_quiet(proto.refused(reason))
         try:
-            while self.sock.recv(proto.MAX_PACKET + 1, socket.MSG_DONTWAIT):
+            while self.sock.recv(proto.MAX_PACKET + 1):
                 pass
         except (OSError, socket.timeout):
             pass
@@ -213,23 +234,43 @@ class Peer(object):
 
 
 class PeerLog(Log):
-    """The flow's log, with the pid of the sshd process it works for (as
-    the C module's lines carry sshd's pid), not the service's."""
+    """The flow's log for one client. Its own lines (ident pam_slurm_adopt)
+    carry the pid of the sshd process it works for, as they do under
+    pam_python and the C module. The lines the C module writes with
+    pam_syslog(3) are written by the client, with syslog(3) inside sshd: the
+    same ident and pid as the C module's."""
 
-    def __init__(self, level, pid):
-        Log.__init__(self, level)
-        self.peer_pid = pid
+    def __init__(self, level, peer):
+        Log.__init__(self, level, process_syslog=self._client_syslog)
+        self.peer = peer
+
+    def _client_syslog(self, priority, text):
+        if not self.peer.send_quiet(proto.syslog(priority & 7, text)):
+            raise PeerGone("client gone")      # Log then writes the line itself
 
     def _send(self, priority, text):
+        # Log._send with the client's pid instead of ours (Log has no pid
+        # parameter; see docs/service.md, "Integration").
+        if self._broken:
+            return
         line = "<%d>%s %s[%d]: %s" % (LOG_AUTHPRIV | priority, time.strftime("%b %d %H:%M:%S"),
-                                      self.ident, self.peer_pid, text)
+                                      self.ident, self.peer.pid, text)
+        wait = SYSLOG_TIMEOUT
+        if self.deadline is not None:
+            wait = min(wait, self.deadline.remaining())
+        if wait <= 0:
+            self._broken = True
+            return
         try:
             if self._sock is None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                sock.settimeout(0.5)
-                sock.connect("/dev/log")
-                self._sock = sock
-            self._sock.send(line.encode("utf-8", "replace")[:8192])
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                self._sock.settimeout(wait)
+                self._sock.connect("/dev/log")
+            self._sock.settimeout(wait)
+            self._sock.send(line.encode("utf-8", "surrogateescape")[:8192])
+        except socket.timeout:
+            self._broken = True
+            self.close()
         except (OSError, socket.error):
             self.close()
 
@@ -296,10 +337,11 @@ class ServiceAdopter(Adopter):
         return Adopter.adopt(self, step)
 
     def _join_namespaces(self, conn):
-        # The flow's loop, with setns() done by the client (ctx.setns).
+        # Adopter._join_namespaces, with setns() done by the client
+        # (ctx.setns); see docs/service.md, "Integration".
         try:
             fds = conn.namespace_fds()
-        except Exception as exc:   # pylint: disable=broad-except
+        except StepdError as exc:
             self.log.error("stepd_get_ns_fd failed: %s" % exc)
             return False
         if not fds:
@@ -309,7 +351,8 @@ class ServiceAdopter(Adopter):
         ok = True
         for ns_type, fd in fds:
             try:
-                self.ctx.setns(fd, ns_type)
+                if ok:                      # after a failure: only close the rest
+                    self.ctx.setns(fd, ns_type)
             except OSError as exc:
                 self.log.error("setns() failed: %s" % exc.strerror)
                 ok = False
@@ -338,11 +381,16 @@ def serve_request(peer, service_log):
         return None
     opts = parse_options(request.args)
     ctx = ServiceContext(peer, request)
-    log = PeerLog(opts.log_level, peer.pid)
+    log = PeerLog(opts.log_level, peer)
     try:
         report_option_problems(opts, log, ctx.service)
         adopter = ServiceAdopter(opts, ctx, log, environ=request.env)
-        adopter.deadline = Deadline(budget)
+        # The client's budget, when shorter, ends the flow's; the part kept
+        # for the adoption shrinks in proportion (the log keeps its reference).
+        deadline = adopter.deadline
+        if budget < deadline.remaining():
+            deadline.reserve *= budget / deadline.remaining()
+            deadline.end = time.monotonic() + budget
         rc = run_safely(adopter)
     finally:
         log.close()
@@ -425,14 +473,18 @@ def own_listener(path):
             raise SystemExit("slurm_adopt_service: another service listens on %s" % path)
         finally:
             probe.close()
+    # Bound and listening under a temporary name, then renamed into place:
+    # a client never finds a socket file that refuses connections.
     listener = socket_module.socket(socket_module.AF_UNIX, socket_module.SOCK_SEQPACKET)
+    temporary = "%s.%d" % (path, os.getpid())
     old = os.umask(0o177)
     try:
-        listener.bind(path)
+        listener.bind(temporary)
     finally:
         os.umask(old)
-    os.chmod(path, 0o600)
+    os.chmod(temporary, 0o600)
     listener.listen(128)
+    os.rename(temporary, path)
     return listener
 
 
