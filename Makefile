@@ -67,9 +67,11 @@ mutation: venv
 	find $(MUTATION_DIR)/src -name __pycache__ -prune -exec rm -rf {} +
 	cp -r tests/fakes $(MUTATION_DIR)/tests/
 	cp tests/unit/conftest.py $(addprefix tests/unit/,$(MUTATION_TESTS)) $(MUTATION_DIR)/tests/unit/
-	printf '%s\n' '[mutmut]' 'source_paths=src/slurm_adopt' 'also_copy=src/pam_slurm_adopt.py' \
-	  'pytest_add_cli_args_test_selection=$(addprefix tests/unit/,$(MUTATION_TESTS))' \
-	  'pytest_add_cli_args=-p no:cacheprovider -q -p no:randomly' > $(MUTATION_DIR)/setup.cfg
+	{ echo '[mutmut]'; echo 'source_paths=src/slurm_adopt'; echo 'also_copy=src/pam_slurm_adopt.py'; \
+	  echo 'pytest_add_cli_args_test_selection='; \
+	  for t in $(MUTATION_TESTS); do echo "    tests/unit/$$t"; done; \
+	  echo 'pytest_add_cli_args='; echo '    -p'; echo '    no:cacheprovider'; \
+	} > $(MUTATION_DIR)/setup.cfg
 	cd $(MUTATION_DIR) && ../../$(VENV)/bin/mutmut run --max-children 2 >mutmut-run.log 2>&1; \
 	  ../../$(VENV)/bin/mutmut results --all true > results.txt 2>&1; \
 	  ../../$(PY) ../../tests/unit/mutation_score.py results.txt

@@ -500,6 +500,10 @@ class Lab:
                 else:
                     if ctl == "freezer":
                         return False
+            # 26.05's extern step has no placeholder process (and no memory
+            # cgroup): its freezer cgroup existing is all there is to wait for
+            if self.slurm_version.split(".")[:2] >= ["26", "05"]:
+                return os.path.isdir(dirs[0])
             return all(_has_procs(d) for d in dirs)
         hits = glob.glob(f"{root}/system.slice/*slurmstepd.scope/job_{jobid}/step_extern")
         return bool(hits) and any(_has_procs(d, recursive=True) for d in hits)

@@ -41,6 +41,15 @@ def run_both(lab, jobs, user, options=(), via=None, **kw):
         call = pamdrv.call(lab, kind, user, via_job=getattr(jobs, via) if via else None, **kw)
         got[kind] = call.outcome(normalise)
         got[kind]["syslog"] = pamdrv.compared_lines(got[kind]["syslog"])
+    if version(lab) < (26, 5):
+        # accepted difference 7: up to 25.11 the C module stats a cgroup path
+        # that this multiple-slurmd build does not have, once per job, when
+        # it picks the "newest" job; ours finds the slurm_<NodeName> one.
+        stat = [l for l in got["c"]["syslog"] if l.startswith("Couldn't stat path '")]
+        if stat and not any(l.startswith("Couldn't stat") for l in got["py"]["syslog"]):
+            assert all("No such file or directory" in l for l in stat), stat
+            got["c"]["syslog"] = [l for l in got["c"]["syslog"] if l not in stat]
+            got["c"]["cgroup_stat_lines"] = len(stat)
     return got
 
 
@@ -121,8 +130,7 @@ SCENARIOS = [
 def test_same_pam_outcome_as_the_c_module(drv, jobs, name, user, options, via, want):
     lab = drv
     got = run_both(lab, jobs, user, options, via)
-    if name == "log_level=debug5":
-        pass
+    got["c"].pop("cgroup_stat_lines", None)
     assert got["py"] == got["c"], got
     if want:
         expect(got, **want(lab, jobs))
@@ -147,8 +155,9 @@ def test_unknown_option(drv, jobs):
 def test_two_jobs_from_outside_newest(drv, jobs):
     """Up to 25.11 under cgroup/v1 the C module stats a path that does not
     exist on Debian's multiple-slurmd build (accepted difference 7): its pick
-    and its "Couldn't stat path" lines differ. 26.05 picks by socket ctime:
-    the same job, the same lines."""
+    and its "Couldn't stat path" lines differ. 26.05's C module sorts by
+    socket ctime with a comparator that reads the wrong memory (accepted
+    difference 21): its pick is arbitrary; the lines are the same."""
     lab = drv
     touch_job_cgroup(lab, "bob", jobs.bob_new)
     got = run_both(lab, jobs, "bob")
@@ -156,9 +165,12 @@ def test_two_jobs_from_outside_newest(drv, jobs):
            env={"SLURM_JOB_ID": str(jobs.bob_new)}, messages=[])
     assert NO_SOCKET in got["py"]["syslog"]
     if version(lab) >= (26, 5):
-        assert got["py"] == got["c"], got
+        assert got["c"]["rc"] == "PAM_SUCCESS" and got["c"]["job"] in (jobs.bob_old, jobs.bob_new)
+        named = lambda lines: [l.replace("<bob_old>", "<bob_new>") for l in lines]
+        assert named(got["c"]["syslog"]) == got["py"]["syslog"], got
     else:
         assert got["c"]["rc"] == "PAM_SUCCESS" and got["c"]["job"] in (jobs.bob_old, jobs.bob_new)
-        stat_lines = [l for l in got["c"]["syslog"] if l.startswith("Couldn't stat path")]
-        assert len(stat_lines) == 2
-        assert [l for l in got["c"]["syslog"] if l not in stat_lines][:2] == got["py"]["syslog"][:2]
+        assert got["c"]["cgroup_stat_lines"] == 2
+        same = lambda lines: [l.replace("<bob_old>", "<job>").replace("<bob_new>", "<job>")
+                              for l in lines]
+        assert same(got["c"]["syslog"]) == same(got["py"]["syslog"]), got
