@@ -84,6 +84,16 @@ def test_root_is_ignored(node):
     assert node.ask(user="root").rc == 25
 
 
+def test_pam_syslog_lines_are_handed_to_the_client(node):
+    """The C module's pam_syslog lines are written by the client (sshd's
+    ident and pid), each acknowledged so that the order of all lines holds."""
+    node.start()
+    out = node.ask(args=["service=another-service"])
+    assert out.rc == 25
+    assert out.syslog == [(6, "pam_slurm_adopt(sshd:account): Not adopting process since this "
+                              "is not an allowed pam service")]
+
+
 def test_first_heartbeat_before_the_request(node):
     """The service acknowledges a connection at accept time, so the client
     can tell a live service from a stuck one before sending anything."""

@@ -35,6 +35,7 @@ class Outcome(object):
         self.env = {}
         self.events = []         # (monotonic time, type)
         self.setns = []          # (nstype, (st_dev, st_ino) of the fd)
+        self.syslog = []         # (severity, text) written by the client
         self.closed = False
         self.reset = False
 
@@ -85,6 +86,9 @@ class Client(object):
                     return out
                 if go:
                     self.sock.send(proto.pack(proto.MSG_GO))
+            elif msg_type == proto.MSG_SYSLOG:
+                out.syslog.append((payload[0], payload[1:].decode()))
+                self.sock.send(proto.pack(proto.MSG_LOGGED))
             elif msg_type == proto.MSG_SETNS:
                 st = os.fstat(fds[0])
                 out.setns.append((proto.read_int(payload), (st.st_dev, st.st_ino)))

@@ -51,7 +51,7 @@
 
 enum { VERSION = 1, HDR = 8, MAXPKT = 65536, MAXFIELD = 4096, MAXARGS = 64, GO_ON = -2 };
 enum { M_HEARTBEAT = 1, M_CONV, M_PUTENV, M_PREPARE, M_SETNS, M_RESULT, M_REFUSED, M_SYSLOG,
-       M_REQUEST = 16, M_GO, M_SETNS_RESULT };
+       M_REQUEST = 16, M_GO, M_SETNS_RESULT, M_LOGGED };
 enum { F_ARG = 1, F_USER, F_SERVICE, F_RHOST, F_TTY, F_RUSER, F_ENV, F_BUDGET, F_FLAGS };
 
 struct req { size_t len; unsigned char b[MAXPKT]; };
@@ -134,11 +134,11 @@ static int send_pkt(int fd, const unsigned char *b, size_t len, long deadline)
 	return send(fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len ? 0 : -1;
 }
 
-/* MSG_GO (no payload) or MSG_SETNS_RESULT (an errno). */
+/* MSG_GO, MSG_LOGGED (no payload) or MSG_SETNS_RESULT (an errno). */
 static int answer(int fd, int type, int32_t val, long deadline)
 {
 	unsigned char b[HDR + 4] = { VERSION, (unsigned char)type, 0, 0 };
-	size_t len = type == M_GO ? 0 : 4;
+	size_t len = type == M_SETNS_RESULT ? 4 : 0;
 
 	put32(b + 4, len);
 	put32(b + 8, (uint32_t)val);
@@ -200,7 +200,8 @@ static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int 
 		case M_SYSLOG:          /* pam_syslog's lines: sshd's ident and pid */
 			if (len > 1 && !memchr(b + 9, 0, len - 1) && b[8] < 8) {
 				syslog(LOG_AUTHPRIV | b[8], "%s", (char *)b + 9);
-				rc = GO_ON;
+				if (!answer(fd, M_LOGGED, 0, deadline))
+					rc = GO_ON;
 			}
 			break;
 		case M_PUTENV:

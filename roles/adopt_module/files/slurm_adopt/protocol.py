@@ -30,6 +30,7 @@ MAX_FDS = 1                     # descriptors in one packet (MSG_SETNS only)
 MSG_REQUEST = 16
 MSG_GO = 17                     # answer to MSG_PREPARE: the client waits for the result
 MSG_SETNS_RESULT = 18           # i32 errno of setns() (0: joined)
+MSG_LOGGED = 19                 # answer to MSG_SYSLOG: the line is written (keeps the order)
 # service -> client
 MSG_HEARTBEAT = 1               # "still working" (sent at accept, then every HEARTBEAT_INTERVAL)
 MSG_CONV = 2                    # u8 PAM message style + text: pam_prompt(style, text)
@@ -39,9 +40,10 @@ MSG_SETNS = 5                   # i32 namespace type + one fd (SCM_RIGHTS): setn
 MSG_RESULT = 6                  # i32 PAM return code; the last message
 MSG_REFUSED = 7                 # text: the request was not handled (the client falls back)
 MSG_SYSLOG = 8                  # u8 severity (0-7) + text: syslog(LOG_AUTHPRIV | severity) in
-                                # the client's process (pam_syslog's lines: sshd's ident and pid)
+                                # the client's process (pam_syslog's lines: sshd's ident and
+                                # pid); the client answers MSG_LOGGED
 
-CLIENT_TYPES = (MSG_REQUEST, MSG_GO, MSG_SETNS_RESULT)
+CLIENT_TYPES = (MSG_REQUEST, MSG_GO, MSG_SETNS_RESULT, MSG_LOGGED)
 SERVICE_TYPES = (MSG_HEARTBEAT, MSG_CONV, MSG_PUTENV, MSG_PREPARE, MSG_SETNS, MSG_RESULT,
                  MSG_REFUSED, MSG_SYSLOG)
 

@@ -245,8 +245,11 @@ class PeerLog(Log):
         self.peer = peer
 
     def _client_syslog(self, priority, text):
+        """Raises when the client cannot write it: Log then writes it itself.
+        The client's MSG_LOGGED keeps the lines in order with ours."""
         if not self.peer.send_quiet(proto.syslog(priority & 7, text)):
-            raise PeerGone("client gone")      # Log then writes the line itself
+            raise PeerGone("client gone")
+        self.peer.receive((proto.MSG_LOGGED,), CLIENT_WAIT)
 
     def _send(self, priority, text):
         # Log._send with the client's pid instead of ours (Log has no pid
