@@ -200,6 +200,23 @@ def test_peer_that_exited_is_not_adopted(node):
     assert struct.unpack("=i", data)[0] in (0, 25, -1)
 
 
+def test_pidfd_open_through_the_raw_syscall(monkeypatch):
+    """Python before 3.9 has no os.pidfd_open: the syscall through ctypes."""
+    from slurm_adopt import service
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        fd = service.pidfd_open(child.pid)
+        assert os.readlink("/proc/self/fd/%d" % fd) == "anon_inode:[pidfd]"
+        os.close(fd)
+    finally:
+        child.kill()
+        child.wait()
+    with pytest.raises(OSError) as err:
+        service.pidfd_open(child.pid)
+    assert err.value.errno == errno.ESRCH
+
+
 @pytest.mark.parametrize("pin", ["pidfd", "start time"])
 def test_pin_detects_the_peer_exiting_while_its_socket_stays_open(monkeypatch, pin):
     """Peer.check_alive in-process, with a pidfd and with the /proc start time

@@ -498,11 +498,8 @@ class Server(object):
 
     def __init__(self, listener, workers=DEFAULT_WORKERS, max_pending=DEFAULT_MAX_PENDING,
                  idle_exit=DEFAULT_IDLE_EXIT, path=None):
+        import queue
         import threading
-        try:
-            import queue
-        except ImportError:          # pragma: no cover - Python 2 never runs this
-            import Queue as queue
         self.threading = threading
         self.listener = listener
         self.path = path             # our own socket file (unlinked at exit), or None
