@@ -25,6 +25,7 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="the service serves root peers only: run as root"),
 ]
 
+from slurm_adopt.service import ConfigCache
 from test_service_support import (CLONE_NEWNS, MSG_NO_JOBS, OTHER_UID, UID, LAUNCHER,
                                   Client, Node, SlowUidStepd)
 
@@ -541,3 +542,81 @@ def test_child_denies_with_the_message(node):
     node.stepd(32, OTHER_UID)
     out = run_child(node)
     assert out.rc == 6 and out.messages == [(proto.PAM_ERROR_MSG, MSG_NO_JOBS)]
+
+
+# ---------------------------------------------------------------------------
+# the parsed slurm.conf: reused only while every file is the same
+# ---------------------------------------------------------------------------
+
+def _write(path, text, age=10):
+    with open(path, "w") as handle:
+        handle.write(text)
+    past = time.time() - age
+    os.utime(path, (past, past))
+
+
+def test_config_cache_reuses_only_identical_files(tmp_path):
+    from slurm_adopt import service
+    from slurm_adopt.slurmconf import SlurmConfig
+    conf, inc = str(tmp_path / "slurm.conf"), str(tmp_path / "nodes.conf")
+    _write(inc, "NodeName=n1\n")
+    _write(conf, "SlurmdSpoolDir=/a\nInclude nodes.conf\n")
+    cache = service.ConfigCache(SlurmConfig.load)
+    cache.RACY_SECONDS = 0.2                # ctime cannot be set back: wait past it instead
+    time.sleep(0.3)
+    first = cache.load(conf)
+    again = cache.load(conf)
+    assert (cache.hits, cache.misses) == (1, 1)
+    assert again is not first and again.spool_dir("n1") == "/a"
+    # same size, same mtime, other content (an edit within one timestamp tick): ctime differs
+    st = os.stat(inc)
+    _write(inc, "NodeName=n2\n")
+    os.utime(inc, ns=(st.st_atime_ns, st.st_mtime_ns))
+    time.sleep(0.3)                         # past the racy window, so the next parse is kept
+    assert cache.load(conf).nodename_for_host("n2") == "n2" and cache.misses == 2
+    # replaced by rename: another inode
+    _write(conf + ".new", "SlurmdSpoolDir=/b\nInclude nodes.conf\n", age=10)
+    os.rename(conf + ".new", conf)
+    time.sleep(0.3)
+    assert cache.load(conf).spool_dir("n1") == "/b" and cache.misses == 3
+    assert cache.load(conf).spool_dir("n1") == "/b" and cache.hits == 2
+
+
+def test_config_cache_keeps_nothing_just_written(tmp_path):
+    from slurm_adopt import service
+    from slurm_adopt.slurmconf import SlurmConfig
+    conf = str(tmp_path / "slurm.conf")
+    _write(conf, "SlurmdSpoolDir=/a\n", age=0)
+    cache = service.ConfigCache(SlurmConfig.load)
+    cache.load(conf)
+    cache.load(conf)
+    assert (cache.hits, cache.misses) == (0, 2)
+
+
+def test_config_cache_rereads_cgroup_conf(tmp_path):
+    from slurm_adopt import service
+    from slurm_adopt.slurmconf import SlurmConfig
+    conf, cgroup = str(tmp_path / "slurm.conf"), str(tmp_path / "cgroup.conf")
+    _write(conf, "SlurmdSpoolDir=/a\n")
+    _write(cgroup, "CgroupPlugin=cgroup/v1\n")
+    cache = service.ConfigCache(SlurmConfig.load)
+    cache.RACY_SECONDS = 0.2
+    time.sleep(0.3)
+    assert cache.load(conf).cgroup.get("cgroupplugin") == "cgroup/v1"
+    _write(cgroup, "CgroupPlugin=cgroup/v2\n")
+    assert cache.load(conf).cgroup.get("cgroupplugin") == "cgroup/v2" and cache.hits == 1
+
+
+def test_service_follows_an_edited_slurm_conf_at_once(node):
+    node.stepd(40, UID)
+    with open(node.conf, "r") as handle:
+        text = handle.read()
+    node.start()
+    time.sleep(ConfigCache.RACY_SECONDS + 0.1)  # old enough to be kept
+    assert node.ask().rc == 0
+    assert node.ask().rc == 0                 # served from the cache
+    empty = os.path.join(node.dir, "empty-spool")
+    os.mkdir(empty)
+    with open(node.conf, "w") as handle:      # same second, another spool: no jobs there
+        handle.write(text.replace(node.spool, empty))
+    assert node.ask().rc == 6

@@ -364,6 +364,83 @@ class ServiceAdopter(Adopter):
         return ok
 
 
+class ConfigCache(object):
+    """slurm.conf (with its Include files) parsed once and reused while every
+    one of its files is the same: same device, inode, size, mtime and ctime
+    (nanoseconds). A parse whose files changed less than RACY_SECONDS before
+    it is not kept (a second change within one timestamp tick would be
+    invisible), nor one that failed. Each login gets its own copy, and
+    cgroup.conf is read again by every copy that needs it: jobs, uids,
+    credentials and cgroup.conf are never cached."""
+
+    RACY_SECONDS = 2.0
+
+    def __init__(self, loader):
+        import threading
+        self.loader = loader
+        self.lock = threading.Lock()
+        self.entries = {}          # path -> (parsed config, identity of its files)
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def identity(paths):
+        out = []
+        for path in paths:
+            st = os.stat(path)
+            out.append((path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        return tuple(out)
+
+    def load(self, path):
+        with self.lock:
+            entry = self.entries.get(path)
+        if entry is not None:
+            conf, identity = entry
+            try:
+                if self.identity([item[0] for item in identity]) == identity:
+                    self.hits += 1
+                    return self.fresh(conf)
+            except OSError:
+                pass
+        conf = self.loader(path)
+        self.misses += 1
+        try:
+            identity = self.identity(conf.files)
+            newest = max(max(item[4], item[5]) for item in identity) / 1e9
+            keep = time.time() - newest > self.RACY_SECONDS
+        except (OSError, ValueError):
+            keep = False
+        with self.lock:
+            if keep:
+                self.entries[path] = (conf, identity)
+            else:
+                self.entries.pop(path, None)
+        return self.fresh(conf)
+
+    @staticmethod
+    def fresh(conf):
+        """A copy for one login: the cached object itself is never handed
+        out, so what a login reads lazily (cgroup.conf) stays with its copy."""
+        import copy
+        return copy.copy(conf)
+
+
+def install_config_cache():
+    """In the resident service only: the flow's SlurmConfig.load goes through
+    a ConfigCache (the flow has no hook for it; see docs/service.md,
+    "Integration"). Returns the cache."""
+    from . import flow
+    from .slurmconf import SlurmConfig
+    cache = ConfigCache(SlurmConfig.load)
+
+    class CachedSlurmConfig(SlurmConfig):
+        @classmethod
+        def load(cls, path):
+            return cache.load(path)
+    flow.SlurmConfig = CachedSlurmConfig
+    return cache
+
+
 def serve_request(peer, service_log):
     """Read one request from a pinned peer, run the flow, send the result.
     Returns the PAM code sent, or None when the request was not served."""
@@ -667,6 +744,7 @@ def serve_main(args):
     if listener is None:
         listener = own_listener(ns.socket)
         path = ns.socket
+    install_config_cache()
     server = Server(listener, ns.workers, ns.max_pending, ns.idle_exit, path)
 
     def stop(_signum, _frame):
