@@ -27,6 +27,8 @@ for path in "$socket" "$python" "$launcher"; do
     esac
 done
 src=$(dirname "$0")/pam_slurm_adopt_client.c
+# CFLAGS and EXTRA_DEFINES are lists of words.
+# shellcheck disable=SC2086
 ${CC:-gcc} ${CFLAGS:--O2} -fPIC -shared -Wall -Wextra -Werror \
     -DSAF_SOCKET="\"$socket\"" -DSAF_PYTHON="\"$python\"" -DSAF_LAUNCHER="\"$launcher\"" \
     ${EXTRA_DEFINES:-} -o "$out.tmp" "$src" -lpam

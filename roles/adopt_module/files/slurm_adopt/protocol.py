@@ -39,9 +39,9 @@ MSG_PREPARE = 4                 # about to adopt the client's process: the clien
 MSG_SETNS = 5                   # i32 namespace type + one fd (SCM_RIGHTS): setns(fd, type)
 MSG_RESULT = 6                  # i32 PAM return code; the last message
 MSG_REFUSED = 7                 # text: the request was not handled (the client falls back)
-MSG_SYSLOG = 8                  # u8 severity (0-7) + text: syslog(LOG_AUTHPRIV | severity) in
-                                # the client's process (pam_syslog's lines: sshd's ident and
-                                # pid); the client answers MSG_LOGGED
+# u8 severity (0-7) + text: syslog(LOG_AUTHPRIV | severity) in the client's
+# process (pam_syslog's lines: sshd's ident and pid); the client answers MSG_LOGGED
+MSG_SYSLOG = 8
 
 CLIENT_TYPES = (MSG_REQUEST, MSG_GO, MSG_SETNS_RESULT, MSG_LOGGED)
 SERVICE_TYPES = (MSG_HEARTBEAT, MSG_CONV, MSG_PUTENV, MSG_PREPARE, MSG_SETNS, MSG_RESULT,
@@ -180,8 +180,8 @@ def unpack(packet, allowed):
     if flags:
         raise ProtocolError("unknown flags 0x%x" % flags)
     if length != len(packet) - HEADER.size:
-        raise ProtocolError("length field %d, payload %d bytes" % (length,
-                                                                    len(packet) - HEADER.size))
+        raise ProtocolError("length field %d, payload %d bytes"
+                            % (length, len(packet) - HEADER.size))
     if msg_type not in allowed:
         raise ProtocolError("unexpected message type %d" % msg_type)
     return msg_type, packet[HEADER.size:]
