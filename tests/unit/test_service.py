@@ -620,3 +620,72 @@ def test_service_follows_an_edited_slurm_conf_at_once(node):
     with open(node.conf, "w") as handle:      # same second, another spool: no jobs there
         handle.write(text.replace(node.spool, empty))
     assert node.ask().rc == 6
+
+
+# ---------------------------------------------------------------------------
+# the ssh connection of the client's process
+# ---------------------------------------------------------------------------
+
+@pytest.fixture
+def tcp_connection():
+    """A connected TCP socket of this process; its listener lives in another
+    process (a listening socket of ours would make the /proc tables decide)."""
+    server = subprocess.Popen([sys.executable, "-c",
+                               "import socket, sys, time\n"
+                               "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(1)\n"
+                               "print(s.getsockname()[1], flush=True)\n"
+                               "c, _ = s.accept(); time.sleep(30)\n"],
+                              stdout=subprocess.PIPE)
+    port = int(server.stdout.readline())
+    conn = socket.create_connection(("127.0.0.1", port))
+    yield conn
+    conn.close()
+    server.kill()
+    server.wait()
+
+
+def _context_for_this_process():
+    from slurm_adopt import service
+    mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    peer = service.Peer(theirs)
+    peer.pin()
+    return service.ServiceContext(peer, proto.decode_request(
+        proto.encode_request([], {"user": "nobody"}, None, 1000))), mine
+
+
+def test_netinfo_borrows_the_clients_socket(tcp_connection, monkeypatch):
+    """The ssh connection of the client's process, found without the /proc
+    tables (pidfd_getfd + getsockname/getpeername): the same answer."""
+    from slurm_adopt import callerid
+    expected = callerid.own_netinfo(os.getpid())          # the tables
+    ctx, mine = _context_for_this_process()
+    try:
+        def no_tables(*_args):
+            raise AssertionError("the /proc tables were read")
+        monkeypatch.setattr(callerid, "own_netinfo", no_tables)
+        found = ctx.netinfo()
+    finally:
+        ctx.peer.close()
+        mine.close()
+    assert (found.ip_src, found.port_src, found.ip_dst, found.port_dst, found.af) == (
+        expected.ip_src, expected.port_src, expected.ip_dst, expected.port_dst, expected.af)
+    # src: the remote end (the ssh client), dst: this process's end (sshd's)
+    assert found.port_src == tcp_connection.getpeername()[1]
+    assert found.port_dst == tcp_connection.getsockname()[1]
+
+
+def test_netinfo_falls_back_to_the_tables(tcp_connection, monkeypatch):
+    """Where borrowing is impossible (kernel < 5.6): the /proc tables."""
+    from slurm_adopt import callerid, service
+
+    def no_getfd(_pidfd, _fd):
+        raise OSError(errno.ENOSYS, "pidfd_getfd not implemented")
+    monkeypatch.setattr(service, "pidfd_getfd", no_getfd)
+    ctx, mine = _context_for_this_process()
+    try:
+        found = ctx.netinfo()
+    finally:
+        ctx.peer.close()
+        mine.close()
+    assert found.port_src == tcp_connection.getpeername()[1]
+    assert found.port_dst == tcp_connection.getsockname()[1]

@@ -46,8 +46,9 @@ DEFAULT_WORKERS = 16
 DEFAULT_MAX_PENDING = 512
 DEFAULT_IDLE_EXIT = 600.0
 _UCRED = struct.Struct("=iII")
-_SYS_PIDFD_OPEN = 434
-_SO_DOMAIN = 39             # socket(7), the same on every architecture       # the same number on every Linux architecture (5.3+)
+_SYS_PIDFD_OPEN = 434       # the same numbers on every Linux architecture (5.3+)
+_SYS_PIDFD_GETFD = 438      # (5.6+)
+_SO_DOMAIN = 39             # socket(7), the same on every architecture
 
 
 class PeerGone(Exception):
@@ -74,13 +75,30 @@ def pidfd_open(pid):
     if hasattr(os, "pidfd_open"):
         return os.pidfd_open(pid)  # novermin (guarded: 3.9+)
     import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    fd = libc.syscall(ctypes.c_long(_SYS_PIDFD_OPEN), ctypes.c_int(pid), ctypes.c_uint(0))
-    if fd < 0:
+    return _syscall(_SYS_PIDFD_OPEN, ctypes.c_int(pid), ctypes.c_uint(0))
+
+
+_LIBC = []
+
+
+def _syscall(number, *args):
+    import ctypes
+    if not _LIBC:
+        _LIBC.append(ctypes.CDLL(None, use_errno=True))
+        _LIBC[0].syscall.restype = ctypes.c_long
+    result = _LIBC[0].syscall(ctypes.c_long(number), *args)
+    if result < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return int(fd)
+    return int(result)
+
+
+def pidfd_getfd(pidfd, targetfd):
+    """A duplicate, in this process, of descriptor targetfd of the process
+    pinned by pidfd (pidfd_getfd, Linux 5.6+; root with CAP_SYS_PTRACE)."""
+    import ctypes
+    return _syscall(_SYS_PIDFD_GETFD, ctypes.c_int(pidfd), ctypes.c_int(targetfd),
+                    ctypes.c_uint(0))
 
 
 def proc_start_time(pid):
@@ -298,8 +316,45 @@ class ServiceContext(PamContext):
         self.peer.send_quiet(proto.putenv(name, value))
 
     def netinfo(self):
-        from .callerid import own_netinfo
-        return own_netinfo(self.pid)
+        """callerid_get_own_netinfo() for the client's process: its socket
+        descriptors, in /proc/<pid>/fd order. Each one is borrowed with
+        pidfd_getfd and asked directly (getsockname/getpeername), as
+        pam_python asks its own: reading /proc/<pid>/net/tcp makes the kernel
+        walk its whole connection table (10-20 ms here). When a socket cannot
+        tell (listening, an error) or borrowing fails (kernel < 5.6), the
+        /proc tables decide, as for the pam_exec helper."""
+        from . import callerid
+        probe = getattr(callerid, "_own_socket_conn", None)
+        if probe is not None and self.peer.pidfd is not None:
+            fd_dir = "/proc/%d/fd" % self.pid
+            try:
+                names = os.listdir(fd_dir)
+            except OSError:
+                names = []
+            for name in names:
+                try:
+                    is_socket = (os.stat(os.path.join(fd_dir, name)).st_mode
+                                 & 0o170000) == 0o140000
+                except OSError:
+                    continue                # closed meanwhile
+                if not is_socket:
+                    continue
+                try:
+                    mine = pidfd_getfd(self.peer.pidfd, int(name))
+                except (OSError, ValueError):
+                    break                   # cannot borrow it: the tables decide
+                try:
+                    found = probe(mine)
+                finally:
+                    os.close(mine)
+                if found is None:
+                    continue                # not a TCP socket
+                if isinstance(found, callerid.CallerConn):
+                    return found
+                break                       # only the tables can tell
+            else:
+                return None                 # no TCP socket at all
+        return callerid.own_netinfo(self.pid)
 
     def commit(self, deadline):
         """Right before the process is adopted: the client must still be
