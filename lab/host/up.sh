@@ -189,6 +189,8 @@ MpiDefault=none
 SwitchType=switch/none
 ReturnToService=2
 MessageTimeout=10
+# slurmd listens on IPv6 too: the callerid RPC of a login from ::1 reaches it
+CommunicationParameters=EnableIPv6
 KillWait=5
 MinJobAge=30
 InactiveLimit=0
@@ -243,6 +245,14 @@ for u in "${USERS[@]}"; do
         install -m 600 -o "$u" -g "$u" "$key" "$home/.ssh/lab_id_ed25519"
     fi
 done
+
+# root's key (the node tests log in as root: the module must leave root to the stack)
+if [ ! -s "$LAB/keys/root" ] || [ ! -s "$LAB/keys/root.pub" ]; then
+    rm -f "$LAB/keys/root" "$LAB/keys/root.pub"
+    ssh-keygen -q -t ed25519 -N '' -C "root@slurm-adopt-lab" -f "$LAB/keys/root"
+fi
+chmod 600 "$LAB/keys/root"
+write_if_changed "$LAB/authorized_keys/root" 644 <"$LAB/keys/root.pub" || true
 
 # ---------------------------------------------------------------- PAM services
 pam_common_head() {
@@ -306,7 +316,7 @@ PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 AuthenticationMethods publickey
-PermitRootLogin no
+PermitRootLogin prohibit-password
 AuthorizedKeysFile $LAB/authorized_keys/%u
 StrictModes yes
 X11Forwarding no
@@ -328,8 +338,9 @@ EOF
     fi
     if pid_alive "$pidf"; then
         log "sshd: restarting $svc (config changed)"
-        kill "$(cat "$pidf")" 2>/dev/null || true
-        pid=$(cat "$pidf"); wait_for 10 "old $svc to exit" dead "$pid" || true
+        pid=$(cat "$pidf")      # read before the kill: sshd removes its pid file on exit
+        kill "$pid" 2>/dev/null || true
+        wait_for 10 "old $svc to exit" dead "$pid" || true
     fi
     port_listening "$port" && die "port $port is in use by something else: $(ss -Hltnp "sport = :$port")"
     "${DAEMON_ENV[@]}" "$bin" -t -f "$conf" || die "sshd config $conf is invalid"
@@ -409,7 +420,7 @@ state = {
     "module_path": "$MODULE_PATH",
     "users": users,
     "admin_group": "$ADMIN_GROUP",
-    "ssh_keys": {u: "$LAB/keys/" + u for u in users.values()},
+    "ssh_keys": {u: "$LAB/keys/" + u for u in list(users.values()) + ["root"]},
     "syslog": "$SYSLOG_FILE",
     "cgroup_root": "/sys/fs/cgroup",
 }

@@ -182,8 +182,9 @@ for u in $LAB_USERS; do
 done
 
 # ssh keys: generated on the host, authorized and also present inside the chroot home
-# (for ssh from inside a job, e.g. callerid tests through srun --overlap).
-for u in $LAB_USERS; do
+# (for ssh from inside a job, e.g. callerid tests through srun --overlap); root's too
+# (the node tests log in as root: the module must leave root to the rest of the stack).
+for u in $LAB_USERS root; do
     k=$KEYS_DIR/${u}_ed25519
     [ -s "$k" ] || ssh-keygen -q -t ed25519 -N '' -C "$u@sid-lab" -f "$k"
     IFS=: read -r _ _ uid gid _ home _ < <(inroot getent passwd "$u")
@@ -339,7 +340,7 @@ state = {
     "module_path": "$MODULE_DIR_IN_ROOT/pam_slurm_adopt.py",
     "users": users,
     "admin_group": "$ADMIN_GROUP",
-    "ssh_keys": {u: "$KEYS_DIR/%s_ed25519" % u for u in users.values()},
+    "ssh_keys": {u: "$KEYS_DIR/%s_ed25519" % u for u in list(users.values()) + ["root"]},
     "syslog": "$ROOT$SYSLOG_FILE_IN_ROOT",
     "cgroup_root": "/sys/fs/cgroup",
 }

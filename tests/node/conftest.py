@@ -73,7 +73,7 @@ def jobs(lab):
     lab.cancel_all()
     pop = Population(lab)
     yield pop
-    lab.cancel_all()
+    lab.cancel_all(timeout=120)     # after a daemon restart the node may complete slowly
     wait_healthy(lab)
 
 

@@ -171,6 +171,7 @@ def call(lab, kind, user, via_job=None, v6=False, marker=None, timeout=60, no_la
                 mark = lab.syslog_mark()
                 start = time.monotonic()
         out, err = proc.communicate(input="go\n" if before_pam else None, timeout=timeout)
+        elapsed = time.monotonic() - start
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -179,7 +180,6 @@ def call(lab, kind, user, via_job=None, v6=False, marker=None, timeout=60, no_la
                 client.communicate(timeout=30)
             except subprocess.TimeoutExpired:
                 client.kill()
-    elapsed = time.monotonic() - start
     assert proc.returncode == 0, (out, err)
     rc, messages, env, cgroup, seen = None, [], {}, [], False
     for line in out.splitlines():
@@ -237,7 +237,7 @@ def normaliser(lab, jobs):
         line = re.sub(r"\bport \d+", "port <port>", line)
         line = re.sub(r"\bProcess \d+", "Process <pid>", line)
         line = re.sub(r"\badopt \d+\b", "adopt <pid>", line)
-        return re.sub(r"\b\d+\b", lambda m: names.get(m.group(0), m.group(0)), line)
+        return re.sub(r"(?<![:\w])\d+\b", lambda m: names.get(m.group(0), m.group(0)), line)
     return normalise
 
 

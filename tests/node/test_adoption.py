@@ -63,3 +63,19 @@ def test_background_process_dies_when_the_job_is_cancelled(lab):
     finally:
         lab.cancel(job)
     lab.wait_pids_gone("dave", "sleep 7777", timeout=30)
+
+
+def test_root_over_ssh_is_left_to_the_rest_of_the_stack(lab, jobs):
+    """root logs in over ssh for real, through both modules with the
+    production flags: PAM_IGNORE before slurm.conf is read, so the rest of
+    the account stack lets root in, not adopted into any job."""
+    for kind in ("c", "py"):
+        try:
+            lab.set_account_options(kind, "action_adopt_failure=deny", "action_generic_failure=deny")
+            mark = lab.syslog_mark()
+            r = lab.ssh(kind, "root", "id -u")
+        finally:
+            lab.restore_account_line(kind)
+        assert r.rc == 0 and r.stdout.strip() == "0", (kind, r.stderr)
+        assert r.job_id is None
+        assert lab.wait_syslog(r"pam_slurm_adopt\[\d+\]: Ignoring root user", mark), kind

@@ -8,8 +8,6 @@ normalised). Key scenarios also have absolute expectations, per Slurm
 version where the versions differ. The accepted differences are the ones of
 docs/differences.md, each named where it is accepted."""
 
-import os
-
 import pytest
 from conftest import touch_job_cgroup
 
@@ -166,11 +164,25 @@ def test_two_jobs_from_outside_newest(drv, jobs):
     assert NO_SOCKET in got["py"]["syslog"]
     if version(lab) >= (26, 5):
         assert got["c"]["rc"] == "PAM_SUCCESS" and got["c"]["job"] in (jobs.bob_old, jobs.bob_new)
-        named = lambda lines: [l.replace("<bob_old>", "<bob_new>") for l in lines]
-        assert named(got["c"]["syslog"]) == got["py"]["syslog"], got
+        named = [line.replace("<bob_old>", "<bob_new>") for line in got["c"]["syslog"]]
+        assert named == got["py"]["syslog"], got
     else:
         assert got["c"]["rc"] == "PAM_SUCCESS" and got["c"]["job"] in (jobs.bob_old, jobs.bob_new)
         assert got["c"]["cgroup_stat_lines"] == 2
-        same = lambda lines: [l.replace("<bob_old>", "<job>").replace("<bob_new>", "<job>")
-                              for l in lines]
+
+        def same(lines):
+            return [line.replace("<bob_old>", "<job>").replace("<bob_new>", "<job>")
+                    for line in lines]
         assert same(got["c"]["syslog"]) == same(got["py"]["syslog"]), got
+
+
+@pytest.mark.timeout(120)
+def test_callerid_over_ipv6(drv, jobs):
+    """The connection comes from ::1 (a client inside bob's older job); both
+    modules ask the slurmd at ::1 (CommunicationParameters=EnableIPv6 in the
+    labs) and adopt into that job."""
+    got = run_both(drv, jobs, "bob", via="bob_old", v6=True)
+    assert got["py"] == got["c"], got
+    expect(got, **adopted(jobs, "bob_old"))
+    assert "From ::1 port <port> as %s: member of job <bob_old>" % drv.user("bob") \
+        in got["py"]["syslog"]

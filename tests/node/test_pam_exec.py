@@ -45,14 +45,17 @@ def test_pam_exec_other_service_is_success_not_ignore(lab, jobs):
     assert r.rc == 0 and r.job_id is None
 
 
-def test_pam_exec_denies_when_the_helper_cannot_work(lab, jobs):
-    """A slurm.conf named only in the PAM environment is not used; with
-    action_generic_failure=deny the helper then denies (exit 1), never allows."""
+def test_pam_exec_without_slurm_conf_on_the_command_line(lab, jobs):
+    """Without SLURM_CONF on the command line the helper reads the default
+    slurm.conf. Where the lab's is elsewhere (the host lab) it cannot work and
+    action_generic_failure=deny denies (exit 1), never allows; where it is the
+    default path (the chroot labs) it adopts."""
     line = " ".join(["account required pam_exec.so stdout /usr/bin/python3 -I -S",
                      lab.module_path, "pam-exec", "service=%s" % lab.pam_services["py"],
                      "action_generic_failure=deny"])
-    if lab.slurm_conf == "/etc/slurm/slurm.conf":
-        pytest.skip("this lab's slurm.conf is the default path: nothing to name")
     with lab.pam_account("py", line):
         r = lab.ssh("py", "alice")
-    assert r.rc == 255 and r.job_id is None
+    if lab.slurm_conf == "/etc/slurm/slurm.conf":
+        assert r.rc == 0 and r.job_id == jobs.alice
+    else:
+        assert r.rc == 255 and r.job_id is None

@@ -6,7 +6,7 @@ import re
 import sys
 
 KILLED = {"killed", "timeout", "segfault", "caught by type check"}
-IGNORED = {"skipped"}
+IGNORED = {"skipped", "not checked"}      # not checked: the run was stopped before them
 
 
 def main(path):
@@ -29,9 +29,12 @@ def main(path):
         n = sum(v for s, v in counts.items() if s not in IGNORED)
         total += n
         killed += k
-        print("%-28s %4d/%4d killed (%5.1f %%)  %s" % (module, k, n, 100.0 * k / max(n, 1),
-                                                     dict(counts)))
-    print("mutation score: %d/%d = %.1f %%" % (killed, total, 100.0 * killed / max(total, 1)))
+        print("%-28s %4d/%4d killed (%5.1f %%)  %s"
+              % (module, k, n, 100.0 * k / max(n, 1), dict(counts)))
+    unchecked = sum(c["not checked"] for c in by_module.values())
+    print("mutation score: %d/%d = %.1f %%%s" % (killed, total, 100.0 * killed / max(total, 1),
+                                               " (%d mutants not checked yet)" % unchecked
+                                               if unchecked else ""))
     print("surviving mutants (%d):" % len(survivors))
     for line in survivors:
         print("  " + line)

@@ -222,31 +222,29 @@ def test_rpc_reply_credential_is_checked(tamper):
     real_munged()
     body = struct.pack(">II", 4242, 0) + packstr("remote1")
     if tamper == "body":
-        make = lambda req: signed_reply(struct.pack(">II", 4343, 0) + packstr("remote1"))[:-len(body)] + body
-        cred = munge.encode(callerid.body_hash(struct.pack(">II", 4343, 0) + packstr("remote1"), 5036),
-                            REAL_MUNGE, 3)
-        make = lambda req: reply_with_cred(0x2600, body, cred)
+        other = struct.pack(">II", 4343, 0) + packstr("remote1")
+        cred = munge.encode(callerid.body_hash(other, 5036), REAL_MUNGE, 3)
     elif tamper == "hash-type":
         cred = munge.encode(b"\x03" + b"\0" * 32, REAL_MUNGE, 3)
-        make = lambda req: reply_with_cred(0x2600, body, cred)
     elif tamper == "zero-hash":
         cred = munge.encode(struct.pack(">BH", 1, 5036), REAL_MUNGE, 3)
-        make = lambda req: reply_with_cred(0x2600, body, cred)
     elif tamper == "garbage-cred":
-        make = lambda req: reply_with_cred(0x2600, body, b"MUNGE:garbage:")
+        cred = b"MUNGE:garbage:"
     else:
         import pwd
+        import subprocess
         nobody = pwd.getpwnam("nobody")
         here = os.path.dirname(os.path.dirname(callerid.__file__))
         code = ("import sys; sys.path.insert(0, %r); from slurm_adopt import munge, callerid; "
                 "sys.stdout.buffer.write(munge.encode(callerid.body_hash(bytes.fromhex(%r), 5036), "
                 "None, 3))" % (here, body.hex()))
-        import subprocess
         p = subprocess.run([sys.executable, "-I", "-c", code], stdout=subprocess.PIPE, timeout=30,
                            check=True, preexec_fn=lambda: (os.setgid(nobody.pw_gid),
                                                            os.setuid(nobody.pw_uid)))
         cred = p.stdout
-        make = lambda req: reply_with_cred(0x2600, body, cred)
+
+    def make(_request):
+        return reply_with_cred(0x2600, body, cred)
     slurmd = FakeSlurmd(make)
     conn = CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
     try:

@@ -16,6 +16,10 @@ import pam_slurm_adopt as shim
 from test_flow import NODE, OTHER_UID, UID, USER, Node
 
 MODULE_DIR = os.path.dirname(os.path.abspath(shim.__file__))
+# Under `make mutation` the package is mutmut's copy, whose functions import
+# mutmut: an interpreter started with -S (no site-packages) cannot run it.
+NEEDS_PLAIN_PACKAGE = pytest.mark.skipif(bool(os.environ.get("MUTANT_UNDER_TEST")),
+                                         reason="python3 -S cannot import mutmut's trampolines")
 
 
 @pytest.fixture
@@ -124,6 +128,7 @@ def test_broken_install_applies_action_generic_failure(broken_install, options, 
     assert int(p.stdout) == rc
 
 
+@NEEDS_PLAIN_PACKAGE
 @pytest.mark.parametrize("options,status", [(["action_generic_failure=deny"], 1), ([], 0)])
 def test_broken_install_under_pam_exec(broken_install, options, status):
     p = subprocess.run([sys.executable, "-I", "-S", str(broken_install / "pam_slurm_adopt.py"),
@@ -240,6 +245,7 @@ def test_read_environ_keeps_duplicates_in_order(tmp_path):
                                              "PAM_TYPE=account"]
 
 
+@NEEDS_PLAIN_PACKAGE
 def test_pam_exec_end_to_end_with_a_shadowed_environment(node, tmp_path):
     """The helper as pam_exec runs it (python3 -I -S, an environment with
     duplicate names in pam_exec's order), read from /proc/self/environ."""
@@ -286,3 +292,122 @@ def test_explain_adopts_nothing(node, monkeypatch):
 
 def test_main_usage():
     assert entry.main(["nonsense"]) == 2
+
+
+def test_explain_header_options_and_problems(node, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(node.conf))
+    out = []
+    entry.explain_main([USER, "--service", "sshd", "nodename=%s" % NODE, "frobnicate=1",
+                        "action_unknown=deny"], out=out.append)
+    assert out[0] == "pam_slurm_adopt explain: user=%s service=sshd" % USER
+    assert out[1].startswith("options: ") and "action_unknown=deny" in out[1]
+    assert "node_name=%s" % NODE in out[1] and "problems" not in out[1]
+    assert out[2] == "  [option] ignoring unrecognized option 'frobnicate=1'"
+    assert any(line.startswith("  [debug] ") for line in out)
+
+
+def test_explain_with_a_remote_host(node, monkeypatch):
+    """--rhost builds the connection the RPC would be asked about."""
+    monkeypatch.setenv("SLURM_CONF", str(node.conf))
+    node.job(20)
+    node.job(21)
+    seen = []
+    import slurm_adopt.flow as flow_mod
+
+    def fake_rpc(conn, port, version, munge_socket, timeout, end, log, **kwargs):
+        seen.append((conn.src_text, conn.port_src, conn.port_dst, conn.af,
+                     conn.ip_dst[:4]))
+        return 20, "remote"
+    monkeypatch.setattr(flow_mod, "callerid_rpc", fake_rpc)
+    out = []
+    assert entry.explain_main([USER, "--rhost", "127.0.0.2", "--rport", "4000", "--lhost",
+                               "127.0.0.3", "--lport", "2222", "nodename=%s" % NODE],
+                              out=out.append) == 0
+    assert seen == [("127.0.0.2", 4000, 2222, 2, bytes([127, 0, 0, 3]))]
+    assert out[-1] == "decision: PAM_SUCCESS (adopt into job 20)"
+    out = []
+    entry.explain_main([USER, "--rhost", "127.0.0.2", "nodename=%s" % NODE], out=out.append)
+    assert seen[-1][:4] == ("127.0.0.2", 0, 22, 2) and seen[-1][4] == bytes([127, 0, 0, 1])
+    assert entry.explain_main([USER, "--rhost", "not-an-address"], out=out.append) == 2
+    assert out[-1].startswith("bad --rhost/--lhost: ")
+    conn = entry._explain_conn("::1", 5, "::1", 22)
+    assert conn.af == 10 and conn.src_text == "::1" and conn.port_src == 5
+    assert entry._explain_conn(None, 0, None, 22) is None
+
+
+def test_explain_decisions_without_adoption(node, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(node.conf))
+    out = []
+    node.job(20)
+    node.job(21)
+    assert entry.explain_main([USER, "nodename=%s" % NODE, "action_unknown=allow"],
+                              out=out.append) == 0
+    assert out[-1] == "decision: PAM_SUCCESS (allow without adoption)"
+    out = []
+    assert entry.explain_main(["root", "nodename=%s" % NODE], out=out.append) == 0
+    assert out[-1] == "decision: PAM_IGNORE (no decision; the rest of the PAM stack decides)"
+    out = []
+    assert entry.explain_main([USER, "nodename=%s" % NODE, "action_unknown=deny"],
+                              out=out.append) == 1
+    assert "  -> the user would see: " + C.MSG_UNKNOWN_SOURCE in out
+
+
+def test_self_check(tmp_path):
+    out = []
+    assert entry.self_check_main(out=out.append) == 0
+    names = sorted(n[:-3] for n in os.listdir(os.path.dirname(entry.__file__))
+                   if n.endswith(".py") and n != "__init__.py")
+    assert out == ["pam_slurm_adopt self-check ok: python %d.%d, %d modules in %s"
+                   % (sys.version_info[0], sys.version_info[1], len(names),
+                      os.path.dirname(entry.__file__))]
+
+
+SELF_CHECK_BROKEN = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from slurm_adopt import entry
+out = []
+print(entry.self_check_main(out=out.append))
+print(out[0])
+"""
+
+
+@NEEDS_PLAIN_PACKAGE
+def test_self_check_names_a_module_that_does_not_load(tmp_path):
+    shutil.copytree(os.path.join(MODULE_DIR, "slurm_adopt"), str(tmp_path / "slurm_adopt"),
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "slurm_adopt" / "broken.py").write_text("raise ImportError('nope')\n")
+    p = subprocess.run([sys.executable, "-I", "-c", SELF_CHECK_BROKEN, str(tmp_path)],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.decode().splitlines()
+    assert lines == ["1", "pam_slurm_adopt self-check FAILED: broken: nope"]
+
+
+def test_main_dispatches(monkeypatch):
+    calls = []
+    monkeypatch.setattr(entry, "explain_main", lambda args: calls.append(("explain", args)) or 3)
+    monkeypatch.setattr(entry, "self_check_main", lambda: calls.append(("self-check",)) or 4)
+    monkeypatch.setattr(entry, "pam_exec_main", lambda args: calls.append(("pam-exec", args)) or 5)
+    assert entry.main(["explain", "u", "x=1"]) == 3
+    assert entry.main(["self-check"]) == 4
+    assert entry.main(["pam-exec", "a=b"]) == 5
+    assert entry.main([]) == 2
+    assert calls == [("explain", ["u", "x=1"]), ("self-check",), ("pam-exec", ["a=b"])]
+
+
+@pytest.mark.parametrize("args,rc", [
+    ([], C.PAM_IGNORE), (["action_generic_failure=deny"], C.PAM_PERM_DENIED),
+    (["action_generic_failure=allow"], C.PAM_SUCCESS),
+    (["action_generic_failure=ignore"], C.PAM_IGNORE),
+    (["ACTION_GENERIC_FAILURE=DENYx"], C.PAM_PERM_DENIED),
+    (["action_generic_failure=deny", "action_generic_failure=allow"], C.PAM_SUCCESS),
+    (["action_generic_failure=bogus"], C.PAM_IGNORE),
+    (["action_generic_failures=deny"], C.PAM_IGNORE),
+    (["action_adopt_failure=deny"], C.PAM_IGNORE),
+])
+def test_fallback_rc(args, rc):
+    """The rc of a failure outside the flow; the shim's rule for a broken
+    install is the same."""
+    assert entry.fallback_rc(args) == rc
+    assert shim._unloadable_rc(args) == rc

@@ -465,7 +465,7 @@ def test_the_jobs_namespace_is_really_joined(node):
     holder = subprocess.Popen(["unshare", "-u", "sleep", "60"])
     own = os.open("/proc/self/ns/uts", os.O_RDONLY)
     try:
-        for _ in range(100):
+        for _attempt in range(100):
             if _uts_of(holder.pid) != _uts_of():
                 break
             time.sleep(0.02)
@@ -619,3 +619,106 @@ def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch):
     run_safely(Adopter(parse_options([]), Ctx(), log, environ={"SLURM_CONF": str(node.conf)}))
     assert time.monotonic() - start < 2
     assert any("lookup of slowhost did not finish" in text for _l, text in log.lines)
+
+
+# -- cgroup autodetection (U7, M9) ---------------------------------------------------
+
+def mounts_file(tmp_path, *entries):
+    path = tmp_path / ("mounts-%d" % len(list(tmp_path.glob("mounts-*"))))
+    path.write_text("".join("none %s %s rw 0 0\n" % entry for entry in entries))
+    return str(path)
+
+
+class _Conf(object):
+    def __init__(self, plugin=None):
+        self.cgroup = {"cgroupplugin": plugin} if plugin else {}
+
+
+@pytest.mark.parametrize("entries,version", [
+    ((("/", "ext4"), ("/sys", "sysfs"), ("/sys/fs/cgroup", "cgroup2")), 2),
+    ((("/", "ext4"), ("/sys", "sysfs"), ("/sys/fs/cgroup", "tmpfs"),
+      ("/sys/fs/cgroup/systemd", "cgroup"), ("/sys/fs/cgroup/unified", "cgroup2")), 1),
+    ((("/", "ext4"), ("/sys", "sysfs"), ("/sys/fs/cgroup", "tmpfs"),
+      ("/sys/fs/cgroup/systemd", "cgroup2"), ("/sys/fs/cgroup/unified", "cgroup2")), 2),
+    ((("/", "ext4"), ("/sys", "sysfs")), 0),                 # nothing mounted there
+    ((("/", "ext4"), ("/sys", "sysfs"), ("/sys/fs/cgroup", "tmpfs")), 0),
+    # the last mount on a point is the one that counts
+    ((("/", "ext4"), ("/sys/fs/cgroup", "tmpfs"), ("/sys/fs/cgroup", "cgroup2")), 2),
+])
+def test_cgroup_autodetection_reads_the_file_systems_under_sys_fs_cgroup(tmp_path, entries,
+                                                                         version):
+    """Slurm's autodetect_cgroup_version(), which the role's default
+    cgroup.conf selects: statfs of /sys/fs/cgroup (whatever CgroupMountpoint
+    says), then /sys/fs/cgroup/systemd."""
+    from slurm_adopt.newest import cgroup_version
+    for path in ("/sys/fs/cgroup", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/unified"):
+        if not os.path.isdir(path):
+            pytest.fail("%s must exist on the test machine" % path)
+    assert cgroup_version(_Conf(), mounts_file(tmp_path, *entries)) == version
+    assert cgroup_version(_Conf("autodetect"), mounts_file(tmp_path, *entries)) == version
+    assert cgroup_version(_Conf("cgroup/v1"), mounts_file(tmp_path, *entries)) == 1
+
+
+AUTODETECT_IN_A_NAMESPACE = r"""
+import subprocess, sys
+sys.path.insert(0, sys.argv[1])
+subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+subprocess.run(["mount", "-t", "cgroup2", "none", "/sys/fs/cgroup"], check=True)
+from slurm_adopt.newest import cgroup_version
+class Conf(object):
+    cgroup = {}
+print(cgroup_version(Conf()))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_cgroup_autodetection_on_a_real_cgroup2_mount():
+    """A mount namespace of its own with cgroup2 on /sys/fs/cgroup: v2 for real."""
+    import shutil
+    import subprocess
+    import sys
+    if os.getuid() != 0 or not shutil.which("unshare"):
+        pytest.fail("needs root and unshare(1)")
+    here = os.path.dirname(os.path.dirname(flow_mod.__file__))
+    p = subprocess.run(["unshare", "-m", sys.executable, "-I", "-c", AUTODETECT_IN_A_NAMESPACE, here],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=50, check=False)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().strip() == "2"
+
+
+def test_autodetected_v2_picks_the_highest_job_id_v1_the_newest_cgroup(tmp_path, monkeypatch):
+    """The two rules really differ: job 41 has the newest v1 cgroup, 40 < 41 < 42."""
+    from slurm_adopt import newest
+    node = Node(tmp_path, cgroup="autodetect")
+    try:
+        for job in (40, 41, 42):
+            node.job(job)
+        node.cgroup_mtime(40, time.time() - 100)
+        node.cgroup_mtime(41, time.time())
+        node.cgroup_mtime(42, time.time() - 50)
+        v2 = mounts_file(tmp_path, ("/", "ext4"), ("/sys/fs/cgroup", "cgroup2"))
+        v1 = mounts_file(tmp_path, ("/", "ext4"), ("/sys/fs/cgroup", "tmpfs"),
+                         ("/sys/fs/cgroup/systemd", "cgroup"))
+        real = newest.cgroup_version
+        for table, picked in ((v2, 42), (v1, 41)):
+            monkeypatch.setattr(newest, "cgroup_version", lambda conf, t=table: real(conf, t))
+            rc, _ctx, adopter, _log = node.run()
+            assert rc == C.PAM_SUCCESS and adopter.adopted_job == picked
+    finally:
+        node.close()
+
+
+def test_raw_hostname_with_a_missing_spool_dir(node, monkeypatch):
+    """Probing the stepds under the raw host name in a spool dir that does
+    not exist (SlurmdSpoolDir=...%n) is quiet and harmless: no jobs."""
+    import slurm_adopt.flow as fm
+    import slurm_adopt.slurmconf as sc
+    monkeypatch.setattr(sc.socket, "gethostname", lambda: "dyn9")
+    monkeypatch.setattr(fm.socket, "gethostname", lambda: "dyn9")
+    monkeypatch.setattr(fm, "canonical_names", lambda host: [])
+    node.conf.write_text("NodeName=elsewhere\nSlurmdSpoolDir=%s/%%n\n" % node.spool)
+    ctx = Ctx()
+    log = Log(to_syslog=False)
+    rc = run_safely(Adopter(parse_options([]), ctx, log, environ={"SLURM_CONF": str(node.conf)}))
+    assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
+    assert not any("unexpected error" in text for _l, text in log.lines)

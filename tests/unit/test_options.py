@@ -100,3 +100,34 @@ def test_log_level_edges(value, level, problem):
                                        ("ignore", C.PAM_IGNORE)])
 def test_generic_failure_rc(action, rc):
     assert generic_failure_rc(parse_options(["action_generic_failure=" + action])) == rc
+
+
+@pytest.mark.parametrize("value,level", [
+    ("+5", 5), ("-0", 0), ("0X7", 7), ("0x07", 7), ("007", 7), ("0", 0),
+    ("08", C.LOG_LEVEL_DEBUG5),            # strtoul(base 0) reads octal and stops at the 8
+    ("0x", C.LOG_LEVEL_DEBUG5), ("0xg", C.LOG_LEVEL_DEBUG5), ("5x", C.LOG_LEVEL_DEBUG5),
+    ("\t6", 6), ("Debug3", C.LOG_LEVEL_DEBUG3), ("FATAL", C.LOG_LEVEL_FATAL),
+    ("X5", C.LOG_LEVEL_DEBUG5), ("\u00a05", C.LOG_LEVEL_DEBUG5),   # only C's isspace is skipped
+    ("1a", C.LOG_LEVEL_DEBUG5), ("0xA", C.LOG_LEVEL_DEBUG5), ("0x9", 9), ("0xf", C.LOG_LEVEL_DEBUG5),
+    ("error", C.LOG_LEVEL_ERROR), ("info", C.LOG_LEVEL_INFO), ("debug", C.LOG_LEVEL_DEBUG),
+    ("debug4", C.LOG_LEVEL_DEBUG4), ("9", C.LOG_LEVEL_DEBUG5), ("10", C.LOG_LEVEL_DEBUG5),
+])
+def test_log_level_numbers_as_strtoul_reads_them(value, level):
+    assert parse_options(["log_level=" + value]).log_level == level
+
+
+def test_log_level_problems_name_the_value():
+    assert parse_options(["log_level=10"]).problems == [
+        ("log_level", "log level 10 too high, lowering to max")]
+    assert parse_options(["log_level=08"]).problems == [
+        ("log_level", "unrecognized log level 08, setting to max")]
+    assert parse_options(["log_level=9"]).problems == []
+
+
+def test_as_dict_has_every_option_but_the_problems():
+    opts = parse_options(["frobnicate", "nodename=n1"])
+    d = opts.as_dict()
+    assert "problems" not in d and d["node_name"] == "n1"
+    assert set(d) == {"single_job_skip_rpc", "ignore_root", "action_no_jobs", "action_unknown",
+                      "action_adopt_failure", "action_generic_failure", "log_level", "node_name",
+                      "disable_x11", "pam_service", "join_container"}

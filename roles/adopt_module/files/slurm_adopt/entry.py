@@ -235,7 +235,13 @@ def explain_main(args, out=None):
     parser.add_argument("--lport", type=int, default=22, help="sshd's port (default 22)")
     parser.add_argument("--service", default="sshd", help="PAM service name (default sshd)")
     parser.add_argument("options", nargs="*", help="module options, e.g. action_unknown=deny")
-    ns = parser.parse_args(args)
+    # Options may follow the flags (as the usage line shows): argparse leaves
+    # a positional list after an optional for parse_known_args.
+    ns, rest = parser.parse_known_args(args)
+    unknown = [arg for arg in rest if arg.startswith("-")]
+    if unknown:
+        parser.error("unrecognized arguments: %s" % " ".join(unknown))
+    ns.options = list(ns.options) + rest
     opts = parse_options(ns.options)
 
     def echo(level, msg):

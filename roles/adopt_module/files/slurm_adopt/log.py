@@ -26,6 +26,8 @@ class Log(object):
     syslog is given up for the rest of the login.
     """
 
+    dev_log = "/dev/log"
+
     def __init__(self, level=LOG_LEVEL_INFO, ident=MODULE_NAME, to_syslog=True,
                  echo=None, process_syslog=None):
         self.level = level
@@ -76,7 +78,7 @@ class Log(object):
                 sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
                 self._sock = sock
                 sock.settimeout(wait)
-                sock.connect("/dev/log")
+                sock.connect(self.dev_log)
             self._sock.settimeout(wait)
             self._sock.send(line.encode("utf-8", "surrogateescape")[:8192])
         except socket.timeout:

@@ -53,9 +53,13 @@ def _strtoul(text):
     negative = body[:1] == "-"
     if body[:1] in ("+", "-"):
         body = body[1:]
-    if body[:2].lower() == "0x" and _digits(body[2:], 16):
+    if body[:2].lower() == "0x":
+        if not _digits(body[2:], 16):
+            return None
         num = int(body[2:], 16)
-    elif body[:1] == "0" and _digits(body, 8):
+    elif body[:1] == "0":
+        if not _digits(body, 8):          # "08": strtoul stops at the 8
+            return None
         num = int(body, 8)
     elif _digits(body, 10):
         num = int(body, 10)

@@ -131,9 +131,11 @@ class SlurmConfig(object):
 
     # -- reading ---------------------------------------------------------
     @classmethod
-    def load(cls, path):
+    def load(cls, path, with_cgroup=False):    # pylint: disable=unused-argument
         """slurm.conf and its Includes. cgroup.conf is read only when it is
-        needed (the "newest" rule up to 25.11): 26.05 never reads it."""
+        needed (the "newest" rule up to 25.11): 26.05 never reads it.
+        (with_cgroup is accepted for callers of the earlier API; it changes
+        nothing.)"""
         conf = cls(path)
         conf._read_file(path, depth=0)
         return conf
