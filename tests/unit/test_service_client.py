@@ -92,8 +92,11 @@ def pam(node, module, options=(), user="nobody", stack=None, **query):
         handle.write(stack or (line + "\naccount required pam_echo.so %s\n" % MARK))
     query = dict({"service": SERVICE, "user": user, "op": "account", "timeout": 30}, **query)
     t0 = time.monotonic()
-    result = _pam_eval.evaluate([query], tree=tree)["results"][0]
+    out = _pam_eval.evaluate([query], tree=tree)
+    result = out["results"][0]
     result["wall"] = time.monotonic() - t0
+    assert not [w for w in out["warnings"] if "not captured" in w], \
+        "syslog lines cannot be checked: %s (nothing serves /dev/log)" % out["warnings"]
     assert result["status"] == "ok", result
     result["texts"] = [m["text"] for m in result["messages"]]
     return result
