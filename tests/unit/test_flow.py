@@ -526,6 +526,22 @@ def test_a_spool_dir_others_can_write_is_not_trusted(node):
     assert node.run("action_generic_failure=deny")[0] == C.PAM_SUCCESS
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_the_spool_dir_may_belong_to_slurmuser_but_no_other_user(node):
+    """Debian's slurmd package gives SlurmdSpoolDir to SlurmUser: trusted,
+    as SlurmUser's stepd answers are. Any other owner is not."""
+    node.job(17)
+    os.chown(str(node.spool), OTHER_UID, -1)
+    try:
+        rc, _ctx, _adopter, log = node.run("action_generic_failure=deny")
+        assert rc == C.PAM_PERM_DENIED
+        assert any("owned by uid %d" % OTHER_UID in text for _l, text in log.lines)
+        node.conf.write_text(node.conf.read_text() + "SlurmUser=%d\n" % OTHER_UID)
+        assert node.run("action_generic_failure=deny")[0] == C.PAM_SUCCESS
+    finally:
+        os.chown(str(node.spool), 0, -1)
+
+
 def test_rpc_skipped_under_auth_slurm_then_newest(node):
     """Item 5: auth/slurm is not spoken: one error line, then as for an
     unknown source."""

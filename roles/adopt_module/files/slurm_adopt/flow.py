@@ -340,7 +340,7 @@ class Adopter(object):
             self.user_msg(MSG_NO_STEP_LIST)
             return rc
 
-        if not _trusted_dir(spool, log):
+        if not _trusted_dir(spool, self.trusted_uids(), log):
             log.error("applying action_generic_failure=%s" % opts.action_generic_failure)
             return rc
         steps = [s for s in list_steps(spool, self.nodename, log) if s.step_id == SLURM_EXTERN_CONT]
@@ -523,18 +523,20 @@ class _Quiet(object):
         pass
 
 
-def _trusted_dir(path, log):
-    """The spool dir must belong to root and be writable by nobody else:
-    whoever can create a socket there is believed about jobs and hands sshd
-    the namespaces it joins. A missing dir is fine (no steps)."""
+def _trusted_dir(path, trusted_uids, log):
+    """The spool dir must belong to root, SlurmUser or SlurmdUser (the uids
+    whose stepd answers are believed anyway; Debian's package gives it to
+    SlurmUser) and be writable by nobody else: whoever can create a socket
+    there is believed about jobs and hands sshd the namespaces it joins.
+    A missing dir is fine (no steps)."""
     try:
         st = os.stat(path)
     except OSError:
         return True
-    if st.st_uid != 0 or st.st_mode & 0o022:
-        log.error("SlurmdSpoolDir %s is owned by uid %u with mode %04o: it must belong to root "
-                  "and not be writable by group or others; not trusting its step sockets"
-                  % (path, st.st_uid, st.st_mode & 0o7777))
+    if st.st_mode & 0o022 or st.st_uid not in trusted_uids:
+        log.error("SlurmdSpoolDir %s is owned by uid %u with mode %04o: it must belong to root, "
+                  "SlurmUser or SlurmdUser and not be writable by group or others; not trusting "
+                  "its step sockets" % (path, st.st_uid, st.st_mode & 0o7777))
         return False
     return True
 
