@@ -52,8 +52,9 @@ TREES = MANIFEST['trees']
 EVAL_PATHS = ('etc/pam.d', 'usr/lib/pam.d', 'etc/security', 'etc/login.defs', 'etc/nsswitch.conf')
 PLACEHOLDER_MODULES = ('pam_python.so', 'pam_exec.so', 'pam_access.so', 'pam_listfile.so', 'pam_unix.so')
 ADOPT_NAMES = set(H.ADOPT_MODULES)
-EVAL_CACHE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                          'build', 'pamcorpus-evalcache')
+# beside the cached generator chroots (lab/pamcorpus/chroot.sh), not in the
+# checkout: a clean clone on this machine reuses the answers of unchanged inputs
+EVAL_CACHE = os.path.join(os.environ.get('PAMCORPUS_CACHE') or '/var/cache/slurm-adopt-corpus', 'eval')
 
 
 def _params_of(entry):
@@ -283,7 +284,7 @@ def evaluate(stage, binds, standin, entry):
     """Every class x scenario x service x op of ``stage`` through the real
     libpam (scenarios evaluated concurrently, one namespace and process each).
 
-    Results are kept in build/pamcorpus-evalcache, keyed by everything the
+    Results are kept in $PAMCORPUS_CACHE/eval (/var/cache/slurm-adopt-corpus/eval), keyed by everything the
     evaluation sees (the staged tree and bound files byte for byte, the
     queries, probe users and answers, the evaluator, harness, stand-in and
     this test, this machine's libpam and PAM modules): an unchanged input is
