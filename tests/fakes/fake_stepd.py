@@ -86,10 +86,12 @@ class FakeStepd(object):
                 req = self._recv_int(conn)
                 self.requests.append(req)
                 if req == 20:                                  # REQUEST_STEP_UID
-                    conn.sendall(struct.pack("=I", self.uid))
+                    if self.behaviour == "uid-once" and self.requests.count(20) > 1:
+                        return                       # answers one uid query, then hangs up
                     if self.behaviour == "ends-after-query":   # the job ends meanwhile
-                        self.behaviour = "ended"
+                        self.behaviour = "ended"             # (gone before the answer is read)
                         os.unlink(self.path)
+                    conn.sendall(struct.pack("=I", self.uid))
                 elif req == 22:                                # REQUEST_ADD_EXTERN_PID
                     pid = self._recv_int(conn)
                     if self.behaviour == "ending":
@@ -108,7 +110,9 @@ class FakeStepd(object):
                     else:
                         conn.sendall(INT.pack(0))
                 elif req == 26:                                # REQUEST_GET_NS_FD
-                    if not self.namespaces:
+                    if self.behaviour == "ns-refused":
+                        conn.sendall(INT.pack(-1))
+                    elif not self.namespaces:
                         conn.sendall(INT.pack(0))
                     else:
                         fd = self.namespaces[0][1]

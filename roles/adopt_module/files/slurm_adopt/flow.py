@@ -9,7 +9,8 @@ import pwd
 from .constants import (ADOPT_RESERVE, DNS_TIMEOUT, MSG_ADOPT_FAILED_26_05,
                         MSG_ADOPT_FAILED_LEGACY, MSG_NO_JOBS, MSG_NO_STEP_LIST, MSG_UNKNOWN_SOURCE,
                         NO_VAL, PAM_BAD_ITEM, PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR,
-                        PAM_SUCCESS, PROTOCOL_22_05, PROTOCOL_26_05, PROTOCOL_VERSIONS,
+                        PAM_SUCCESS, PROTOCOL_22_05, PROTOCOL_25_11, PROTOCOL_26_05,
+                        PROTOCOL_VERSIONS,
                         RPC_TIMEOUT_CAP, SLURM_EXTERN_CONT, TOTAL_BUDGET, AdoptError,
                         ConfigError, MungeError, RpcError, StepdError, StepdTimeout)
 from .options import ACTION_ALLOW, ACTION_DENY, generic_failure_rc
@@ -200,14 +201,21 @@ class Adopter(object):
         return True
 
     def _join_namespaces(self, conn):
+        """Join the namespaces the stepd hands over. The lines are worded as
+        the C module of the stepd's version words them: REQUEST_GET_NS_FDS
+        and setns(fd, type) from 25.11, "namespace plugin" from 26.05."""
+        typed = conn.protocol_version >= PROTOCOL_25_11
         try:
             fds = conn.namespace_fds()
         except StepdError as exc:
-            self.log.error("stepd_get_ns_fd failed: %s" % exc)
+            self.log.error("%s failed: %s" % ("stepd_get_ns_fds" if typed else "stepd_get_ns_fd",
+                                               exc))
             return False
         if not fds:
-            self.log.debug2("No ns_fd given back, expected if not running with a job_container "
-                            "plugin that supports namespace mounting")
+            self.log.debug2("No ns_fd given back, expected if not running with a %s plugin that "
+                            "supports namespace mounting"
+                            % ("namespace" if conn.protocol_version >= PROTOCOL_26_05
+                               else "job_container"))
             return True
         ok = True
         for ns_type, fd in fds:
@@ -220,7 +228,10 @@ class Adopter(object):
                 else:
                     setns(fd, ns_type)
             except OSError as exc:
-                self.log.error("setns() failed: %s" % exc.strerror)
+                if typed:
+                    self.log.error("setns(%d, %d) failed: %s" % (fd, ns_type, exc.strerror))
+                else:
+                    self.log.error("setns() failed: %s" % exc.strerror)
                 ok = False
             finally:
                 os.close(fd)
@@ -362,8 +373,8 @@ class Adopter(object):
             log.debug("uid %u owns no jobs but action_no_jobs=ignore" % pw.pw_uid)
             return PAM_IGNORE
 
-        log.debug("uid %u has %d job(s)" % (pw.pw_uid, len(user_steps)))
         if self.version >= PROTOCOL_26_05:
+            log.debug("uid %u has %d job(s)" % (pw.pw_uid, len(user_steps)))
             return self._decide_26_05(pw, user_steps)
         return self._decide_legacy(pw, user_steps)
 
@@ -378,6 +389,7 @@ class Adopter(object):
             self.user_msg(MSG_ADOPT_FAILED_LEGACY)
             return PAM_PERM_DENIED
 
+        log.debug("uid %u has %d jobs" % (pw.pw_uid, len(user_steps)))
         if self.try_rpc(pw, user_steps) == PAM_SUCCESS:
             return PAM_SUCCESS
 
@@ -430,6 +442,8 @@ class Adopter(object):
         log.info("Newest job %u" % step.job_id)
         if self.adopt(step) or opts.action_adopt_failure == ACTION_ALLOW:
             return PAM_SUCCESS
+        log.debug("uid %u failed to adopt StepId=%u.extern action_adopt_failure=deny => deny"
+                  % (pw.pw_uid, step.job_id))
         self.user_msg(MSG_ADOPT_FAILED_26_05)
         return PAM_PERM_DENIED
 
