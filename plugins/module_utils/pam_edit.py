@@ -178,7 +178,9 @@ def adopt_rule_words(params):
             args.append('%s=%s' % (key, env[key]))
     python = params['python']
     _check_word('python', python)
-    return 'pam_exec.so', args + [python, script, 'pam-exec'] + options
+    # -I -S: no PYTHON* variables, no user site, no site.py: nothing from the
+    # environment pam_exec hands down decides what runs as root (issue 9 item 6)
+    return 'pam_exec.so', args + [python, '-I', '-S', script, 'pam-exec'] + options
 
 
 def desired_lines(params):

@@ -166,7 +166,7 @@ def test_exact_rule_shapes(tmp_path, adopt):
     assert not ret.failed, ret.result
     assert ret.result['adopt_rule'] == (
         '-account required pam_exec.so stdout quiet /usr/bin/env SLURM_CONF=/etc/slurm/slurm.conf '
-        '/usr/bin/python3 %s pam-exec action_adopt_failure=deny action_generic_failure=deny log_level=debug '
+        '/usr/bin/python3 -I -S %s pam-exec action_adopt_failure=deny action_generic_failure=deny log_level=debug '
         'join_container=false' % SCRIPT)
     text = read(root, '/etc/pam.d/sshd')
     assert text.count('hpc.slurm_adopt:adopt') == 1   # the old rule was replaced, not duplicated
