@@ -94,15 +94,19 @@ def test_nothing_short_circuits_before_adopt(host):
 
 
 def test_admin_access_after_adopt(host):
-    """pam_access after the adopt rule; access.conf admits root and wheel only."""
+    """pam_access after the adopt rule, reading the roles' own access file
+    (never the shared access.conf, which other services read too); that file
+    admits root and wheel only."""
     stack = account_stack(host)
     i = adopt_index(stack)
     access = [r for r in stack[i + 1:] if r.module_name == "pam_access.so"]
     assert access, "no pam_access after the adopt rule"
     assert stack[i].control == "sufficient" or stack[i].control.startswith("["), stack[i]
+    files = [a.split("=", 1)[1] for a in access[0].args if a.startswith("accessfile=")]
+    assert files == ["/etc/security/slurm-adopt-access.conf"], access[0]
     rules = [
         line.strip()
-        for line in host.file("/etc/security/access.conf").content_string.splitlines()
+        for line in host.file(files[0]).content_string.splitlines()
         if line.strip() and not line.strip().startswith("#")
     ]
     for want in ("+:root:ALL", "+:wheel:ALL", "-:ALL:ALL"):
