@@ -18,8 +18,9 @@ demo: venv images
 demo-node: lab-host
 	/usr/bin/python3 lab/demo.py
 
-## test: the whole test suite (what CI runs: .ci/run): unit, node (real Slurm 22.05 and 24.11,
-## C module as oracle), collection checks, molecule scenarios, the fleet lab
+## test: the whole test suite (what CI runs: .ci/run): unit, corpus (real-world PAM trees through
+## the real libpam), node (real Slurm 22.05, 24.11 and 26.05, C module as oracle), collection
+## checks, molecule scenarios, the fleet lab
 test: venv lab images
 	scripts/test-all.sh
 
@@ -64,7 +65,7 @@ node: venv lab
 ## its unit tests, in a scratch copy under build/mutation; prints the score and the survivors.
 ## MUTATE=... narrows it (default: the decision flow, the stepd and callerid clients, the
 ## options; MUTATE=all for every module)
-## (not part of `make test`: about 20-40 minutes on 2 CPUs). Tests that start the system
+## (not part of `make test`: about an hour on 2 CPUs). Tests that start the system
 ## python3 or python3 -S cannot import mutmut's trampolines and are left out of it.
 MUTATION_DIR := build/mutation
 MUTATE ?= flow.py stepd.py callerid.py options.py

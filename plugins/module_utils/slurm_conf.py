@@ -393,8 +393,8 @@ class SlurmConf(object):
         if any(char in name for char in "*?["):
             self.warnings.append(
                 "%s: Include %s is a glob pattern; it is followed here, but Slurm itself (22.05 to 26.05) "
-                "does not expand globs in Include (22.05 fails to read the file, 24.11 and later skip it "
-                "with an error), so keys in those files may have no effect" % (including, name))
+                "does not expand globs in Include (the Include fails and the daemons stop with \"Unable to "
+                "process configuration file\"), so fix the Include before slurmd reads this file" % (including, name))
             matches = sorted(glob.glob(name))
             if not matches:
                 self.warnings.append("%s: Include %s matches no file" % (including, name))
