@@ -32,9 +32,8 @@ def main(path):
         print("%-28s %4d/%4d killed (%5.1f %%)  %s"
               % (module, k, n, 100.0 * k / max(n, 1), dict(counts)))
     unchecked = sum(c["not checked"] for c in by_module.values())
-    print("mutation score: %d/%d = %.1f %%%s" % (killed, total, 100.0 * killed / max(total, 1),
-                                               " (%d mutants not checked yet)" % unchecked
-                                               if unchecked else ""))
+    pending = " (%d mutants not checked yet)" % unchecked if unchecked else ""
+    print("mutation score: %d/%d = %.1f %%%s" % (killed, total, 100.0 * killed / max(total, 1), pending))
     print("surviving mutants (%d):" % len(survivors))
     for line in survivors:
         print("  " + line)

@@ -208,8 +208,8 @@ class Adopter(object):
         try:
             fds = conn.namespace_fds()
         except StepdError as exc:
-            self.log.error("%s failed: %s" % ("stepd_get_ns_fds" if typed else "stepd_get_ns_fd",
-                                               exc))
+            call = "stepd_get_ns_fds" if typed else "stepd_get_ns_fd"
+            self.log.error("%s failed: %s" % (call, exc))
             return False
         if not fds:
             self.log.debug2("No ns_fd given back, expected if not running with a %s plugin that "
