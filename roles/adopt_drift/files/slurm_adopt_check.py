@@ -19,6 +19,12 @@ Commands::
         is fine again, resume the node, but only if the current drain reason
         is ours.  A node drained by anyone else is never touched.
 
+    Both write Prometheus metrics (node_exporter textfile collector) when
+    the configuration names a textfile directory (textfile_dir), unless run
+    with --only, --no-metrics or --dry-run: the state of each check, the
+    module's version and checksums, the time of the check, and the logins
+    the module counted since the previous run (slurm_adopt/counters.py).
+
     slurm_adopt_check.py digest DIR
         The digest of the module's implementation package (used by the role
         to record what the collection ships).
@@ -87,6 +93,9 @@ DEFAULTS = {
     "nodename": None,                # default: $SLURMD_NODENAME, then hostname -s
     "probe_user": None,              # user for the live `explain` probe (no job expected)
     "timeout": 15,
+    # metrics (node_exporter textfile collector): empty/None = off
+    "textfile_dir": None,
+    "counter_dir": "/run/slurm-adopt/counters",   # the module's slurm_adopt/counters.py COUNTER_DIR
 }
 
 
@@ -681,6 +690,224 @@ def _syslog(text):
 
 
 # ---------------------------------------------------------------------------
+# metrics: Prometheus node_exporter textfile collector (docs/healthcheck.md)
+# ---------------------------------------------------------------------------
+
+METRICS_FILE = "slurm_adopt.prom"
+# The module's login counters (roles/adopt_module/files/slurm_adopt/counters.py):
+# one file per result plus "errors"; a file's size is its count.
+LOGIN_RESULTS = ("adopted", "allowed", "ignored", "denied")
+COUNTER_FILES = LOGIN_RESULTS + ("errors",)
+COUNTER_STATE = "state.json"
+# A counter file is rotated (linked to NAME.old, replaced by an empty one)
+# past this size; the module stops counting at 1 MiB (counters.MAX_SIZE).
+COUNTER_ROTATE = 64 * 1024
+STATES = (OK, WARN, FAIL)
+
+
+def _create_empty(path):
+    """An empty root-owned counter file (never through a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+
+
+def _counter_stat(path):
+    """lstat of a counter file, or None when missing or not a regular file."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def read_login_counters(directory):
+    """Read and advance the module's login counters.
+
+    Returns {"available": bool, "why": str, "since": {name: n}, "total":
+    {name: n}}: logins counted since the previous call and since the
+    counters were created (boot, for the default directory under /run).
+    Creates the directory and the counter files (the module only appends to
+    files that exist); remembers the size seen of each file (by inode) in
+    state.json, so that a login counted during this run is counted by the
+    next one, and rotates a file past COUNTER_ROTATE bytes without losing a
+    login (the module's O_APPEND write lands in the old inode, which is read
+    once more by the next run, then removed)."""
+    out = {"available": False, "why": "", "since": dict.fromkeys(COUNTER_FILES, 0),
+           "total": dict.fromkeys(COUNTER_FILES, 0)}
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+    except OSError as exc:
+        out["why"] = "cannot create %s: %s" % (directory, exc.strerror)
+        return out
+    why = _unsafe(directory, follow=False)
+    if why:
+        out["why"] = "counter directory %s: %s" % (directory, why)
+        return out
+    state_path = os.path.join(directory, COUNTER_STATE)
+    try:
+        with open(state_path) as handle:
+            state = json.load(handle)
+        seen, total = dict(state["seen"]), dict(state["total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        seen, total = {}, {}
+    new_seen = {}
+    try:
+        for name in COUNTER_FILES:
+            cur, old = os.path.join(directory, name), os.path.join(directory, name + ".old")
+            delta = 0
+            st_old = _counter_stat(old)
+            if st_old is not None:          # rotated by the previous run: read it a last time
+                delta += max(0, st_old.st_size - int(seen.get(str(st_old.st_ino), 0)))
+                os.unlink(old)
+            st_cur = _counter_stat(cur)
+            if st_cur is None:
+                if os.path.lexists(cur):
+                    os.unlink(cur)
+                _create_empty(cur)
+                st_cur = os.lstat(cur)
+            else:
+                delta += max(0, st_cur.st_size - int(seen.get(str(st_cur.st_ino), 0)))
+            new_seen[str(st_cur.st_ino)] = st_cur.st_size
+            if st_cur.st_size >= COUNTER_ROTATE:
+                tmp = cur + ".new"
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                _create_empty(tmp)
+                os.link(cur, old)
+                os.rename(tmp, cur)         # the module always finds a file
+                new_seen[str(os.lstat(cur).st_ino)] = 0
+            out["since"][name] = delta
+            out["total"][name] = int(total.get(name, 0)) + delta
+    except OSError as exc:
+        out["why"] = "login counters in %s: %s" % (directory, exc)
+        return out
+    tmp = state_path + ".tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"seen": new_seen, "total": out["total"]}, handle)
+        os.rename(tmp, state_path)
+    except OSError as exc:
+        out["why"] = "cannot save %s: %s" % (state_path, exc)
+        return out
+    out["available"] = True
+    return out
+
+
+def module_identity(conf):
+    """{version, sha256, package_digest, release} of the installed module
+    ("" for what cannot be read)."""
+    out = {"version": "", "sha256": "", "package_digest": "", "release": ""}
+    path, pkg = conf["module_path"], conf.get("package_dir")
+    real = os.path.realpath(path)
+    if real != os.path.abspath(path):
+        out["release"] = os.path.basename(os.path.dirname(real))
+    try:
+        out["sha256"] = sha256_file(path)
+    except OSError:
+        pass
+    if pkg and os.path.isdir(pkg):
+        out["package_digest"] = digest(pkg)
+        try:
+            with open(os.path.join(pkg, "__init__.py")) as handle:
+                match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", handle.read(), re.M)
+            out["version"] = match.group(1) if match else ""
+        except OSError:
+            pass
+    return out
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _metric(lines, name, kind, helptext, samples):
+    """HELP, TYPE and the samples ([(labels dict, value)]) of one metric."""
+    lines.append("# HELP %s %s" % (name, helptext))
+    lines.append("# TYPE %s %s" % (name, kind))
+    for labels, value in samples:
+        inner = ",".join('%s="%s"' % (k, _label(v)) for k, v in sorted(labels.items()))
+        lines.append("%s%s %s" % (name, "{%s}" % inner if inner else "", value))
+
+
+def metrics_text(results, identity, counters, finished, seconds):
+    """The metrics of one drift-check run, in the Prometheus text format."""
+    lines = []
+    _metric(lines, "slurm_adopt_check_status", "gauge",
+            "Result of each drift check of pam_slurm_adopt (1 for its current state, ok/warn/fail).",
+            [({"check": r["check"], "state": s}, int(r["status"] == s)) for r in results for s in STATES])
+    _metric(lines, "slurm_adopt_status", "gauge",
+            "Overall result of the drift check (1 for the current state; fail drains the node).",
+            [({"state": s}, int(overall(results) == s)) for s in STATES])
+    _metric(lines, "slurm_adopt_module_info", "gauge",
+            "The installed pam_slurm_adopt module: version, sha256 of the module file, digest of its package.",
+            [(identity, 1)])
+    _metric(lines, "slurm_adopt_last_check_timestamp_seconds", "gauge",
+            "When the drift check last finished (Unix time).", [({}, "%.3f" % finished)])
+    _metric(lines, "slurm_adopt_check_duration_seconds", "gauge",
+            "How long the last drift check took.", [({}, "%.3f" % seconds)])
+    _metric(lines, "slurm_adopt_login_counting", "gauge",
+            "1 when the module's login counters are in place (else the login counts are not collected).",
+            [({}, int(counters["available"]))])
+    if counters["available"]:
+        _metric(lines, "slurm_adopt_logins_since_last_check", "gauge",
+                "Login decisions of the module since the previous drift check, by result.",
+                [({"result": r}, counters["since"][r]) for r in LOGIN_RESULTS])
+        _metric(lines, "slurm_adopt_logins_total", "counter",
+                "Login decisions of the module since the counters were created (boot), by result.",
+                [({"result": r}, counters["total"][r]) for r in LOGIN_RESULTS])
+        _metric(lines, "slurm_adopt_login_errors_since_last_check", "gauge",
+                "Logins in which the module logged an error, since the previous drift check.",
+                [({}, counters["since"]["errors"])])
+        _metric(lines, "slurm_adopt_login_errors_total", "counter",
+                "Logins in which the module logged an error, since the counters were created (boot).",
+                [({}, counters["total"]["errors"])])
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(directory, text, name=METRICS_FILE):
+    """Write directory/name atomically (a temporary file that the textfile
+    collector ignores, then rename); returns the path."""
+    path = os.path.join(directory, name)
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (name, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def write_metrics(conf, results, seconds):
+    """The metrics of this run into conf["textfile_dir"]: a word for the
+    report (the path written, or why not). Never raises."""
+    directory = conf.get("textfile_dir")
+    if not directory:
+        return "off"
+    try:
+        if not os.path.isdir(directory):
+            return "skipped: %s does not exist (node_exporter not installed?)" % directory
+        counters = read_login_counters(conf.get("counter_dir") or DEFAULTS["counter_dir"])
+        text = metrics_text(results, module_identity(conf), counters, time.time(), seconds)
+        path = write_textfile(directory, text)
+        return path if counters["available"] else "%s (no login counts: %s)" % (path, counters["why"])
+    except Exception as exc:  # pylint: disable=broad-except
+        return "failed: %s: %s" % (type(exc).__name__, exc)
+
+
+
+# ---------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------
 
@@ -714,6 +941,8 @@ def main(argv=None):
         cmd.add_argument("--label", help="name shown in the JSON 'lines' (default: the node name)")
         cmd.add_argument("--only", action="append", help="run only this check (repeatable)")
         cmd.add_argument("--dry-run", action="store_true")
+        cmd.add_argument("--no-metrics", action="store_true",
+                         help="do not write the node_exporter metrics (runs with --only never do)")
     dig = sub.add_parser("digest")
     dig.add_argument("directory")
     args = parser.parse_args(argv)
@@ -743,6 +972,8 @@ def main(argv=None):
     if args.command == "drain":
         report["action"] = drain_or_resume(conf, results, args.dry_run,
                                            out=(lambda t: None) if args.json else print)
+    if not (args.only or args.no_metrics or args.dry_run):
+        report["metrics"] = write_metrics(conf, results, report["seconds"])
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:
