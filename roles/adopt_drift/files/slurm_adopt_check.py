@@ -25,6 +25,11 @@ Commands::
     module's version and checksums, the time of the check, and the logins
     the module counted since the previous run (slurm_adopt/counters.py).
 
+    slurm_adopt_check.py explain USER [--json] [--config FILE] [--rhost ADDR]
+        What the module would decide for USER on this node, and why: the
+        module's own `explain`, with the options of the DEPLOYED adopt rule
+        (read from the effective account stack); changes nothing.
+
     slurm_adopt_check.py digest DIR
         The digest of the module's implementation package (used by the role
         to record what the collection ships).
@@ -541,20 +546,122 @@ def check_stepd_sockets(conf):
 
 
 def check_explain(conf):
+    """The module's `explain` for the probe user (no job expected), with the
+    options of the deployed adopt rule."""
     user = conf.get("probe_user")
     if not user:
         return OK, "no probe user configured"
-    rc, out = run([sys.executable or "python3", conf["module_path"], "explain", user],
-                  conf["timeout"])
-    lines = (out or "").strip().splitlines()
-    decision = [ln for ln in lines if ln.startswith("decision:")]
-    if rc not in (0, 1) or not decision:
-        return FAIL, "explain %s failed (rc %s): %s" % (user, rc, " | ".join(lines[-3:]))
+    res = explain(conf, user)
+    if res.get("error") or res["rc"] not in (0, 1) or not res["decision"]:
+        return FAIL, "explain %s failed (rc %s): %s" % (
+            user, res.get("rc"), res.get("error") or " | ".join(res["transcript"][-3:]))
+    lines = res["transcript"]
     failures = [ln for ln in lines if ln.strip().lower().startswith(("[error]", "[fatal]"))
                 or "applying action_generic_failure" in ln]
     if failures:
-        return FAIL, "explain %s: %s; %s" % (user, failures[0].strip(), decision[0])
-    return OK, "explain %s: %s" % (user, decision[0][len("decision: "):])
+        return FAIL, "explain %s: %s; decision: %s (%s)" % (user, failures[0].strip(), res["decision"],
+                                                            res["detail"])
+    return OK, "explain %s with the deployed options: %s (%s)" % (user, res["decision"], res["detail"])
+
+
+# ---------------------------------------------------------------------------
+# explain: what the module would decide for a user, with the DEPLOYED options
+# (playbooks/explain.yml, the helpdesk view; the `explain` check)
+# ---------------------------------------------------------------------------
+
+ENV_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def deployed_invocation(conf, entry):
+    """How the deployed adopt rule runs the module: {interface, script,
+    options, env}.  pam_python.so SCRIPT OPTIONS...; pam_exec.so [its flags]
+    [/usr/bin/env NAME=VALUE...] PYTHON [-I -S] SCRIPT pam-exec OPTIONS...;
+    any other module (SchedMD's pam_slurm_adopt.so, the service client) takes
+    the options as its arguments and is explained by the installed module."""
+    line = entry.line
+    args = list(line.args)
+    name = line.module_name
+    out = {"interface": name[:-3] if name.endswith(".so") else name,
+           "script": conf["module_path"], "options": args, "env": {}}
+    if name == "pam_python.so":
+        out["script"] = args[0] if args else conf["module_path"]
+        out["options"] = args[1:]
+    elif name == "pam_exec.so":
+        if "pam-exec" in args[1:]:
+            at = args.index("pam-exec")
+            out["script"] = args[at - 1]
+            out["options"] = args[at + 1:]
+            words = args[:at - 1]
+            if any(os.path.basename(w) == "env" for w in words):
+                start = [i for i, w in enumerate(words) if os.path.basename(w) == "env"][0]
+                out["env"] = dict(w.split("=", 1) for w in words[start + 1:] if ENV_WORD.match(w))
+        else:
+            out["options"] = []
+    return out
+
+
+def _explain_summary(lines):
+    """(decision, detail, why, user_message, option problems) from the
+    transcript of `pam_slurm_adopt.py explain`."""
+    decision, detail, why, message, problems = "", "", "", "", []
+    for ln in lines:
+        text = ln.strip()
+        match = re.match(r"^decision: (\S+) \((.*)\)$", text)
+        if match:
+            decision, detail = match.group(1), match.group(2)
+        elif text.startswith("-> the user would see: "):
+            message = text[len("-> the user would see: "):]
+        elif text.startswith("[option] "):
+            problems.append(text[len("[option] "):])
+        elif text.startswith("[") and "] " in text:
+            said = text.split("] ", 1)[1]
+            if not said.startswith(("send_user_msg:", "would adopt process", "reading ")):
+                why = said
+    return decision, detail, why, message, problems
+
+
+def explain(conf, user, rhost=None, rport=None, source=None):
+    """Run the installed module's `explain USER` with the options (and the
+    pam_exec environment) of the deployed adopt rule of conf["pam_service"].
+    Returns a dict (JSON for playbooks/explain.yml); "error" says why it
+    could not run."""
+    res = {"node": nodename(conf), "user": user, "service": conf["pam_service"], "adopt_rule": None,
+           "interface": None, "script": None, "options": [], "decision": "", "detail": "", "why": "",
+           "user_message": "", "option_problems": [], "rc": None, "transcript": [], "error": None}
+    try:
+        problems, info, entry = analyse_account(conf, source)
+    except (OSError, ValueError) as exc:
+        res["error"] = "cannot read the %s PAM stack: %s" % (conf["pam_service"], exc)
+        return res
+    res["stack_problems"] = problems
+    if entry is None:
+        res["error"] = "no adopt rule in the effective %s account stack" % conf["pam_service"]
+        return res
+    res["adopt_rule"] = info["adopt_rule"]
+    how = deployed_invocation(conf, entry)
+    res.update(interface=how["interface"], script=how["script"], options=how["options"])
+    why = _unsafe(how["script"]) if os.path.isfile(how["script"]) else "no such file"
+    if why:
+        res["error"] = "module %s: %s" % (how["script"], why)
+        return res
+    argv = [sys.executable or "python3", "-I", "-S", how["script"], "explain", user,
+            "--service", conf["pam_service"]]
+    if rhost:
+        argv += ["--rhost", rhost, "--rport", str(rport or 0)]
+    env = dict(os.environ, **how["env"])
+    try:
+        proc = subprocess.run(argv + how["options"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=conf["timeout"], env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        res["error"] = "explain did not finish: %s" % exc
+        return res
+    res["rc"] = proc.returncode
+    res["transcript"] = proc.stdout.splitlines()
+    (res["decision"], res["detail"], res["why"], res["user_message"],
+     res["option_problems"]) = _explain_summary(res["transcript"])
+    if not res["decision"]:
+        res["error"] = "explain gave no decision (rc %s): %s" % (proc.returncode, oneline(proc.stdout))
+    return res
 
 
 CHECKS = [
@@ -945,10 +1052,25 @@ def main(argv=None):
                          help="do not write the node_exporter metrics (runs with --only never do)")
     dig = sub.add_parser("digest")
     dig.add_argument("directory")
+    exp = sub.add_parser("explain", help="what the module would decide for USER, with the deployed options")
+    exp.add_argument("user")
+    exp.add_argument("--config", default=DEFAULT_CONFIG)
+    exp.add_argument("--rhost", help="address of the ssh client (for the callerid RPC)")
+    exp.add_argument("--rport", type=int, default=0)
+    exp.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "digest":
         print(digest(args.directory))
         return 0
+    if args.command == "explain":
+        res = explain(load_config(args.config), args.user, args.rhost, args.rport)
+        if args.json:
+            print(json.dumps(res, indent=2, sort_keys=True))
+        else:
+            print("\n".join(res["transcript"]) if res["transcript"] else "")
+            print("error: %s" % res["error"] if res["error"] else
+                  "%s: %s (%s): %s" % (res["node"], res["decision"], res["detail"], res["why"]))
+        return 3 if res["error"] else 0
     if args.command not in ("check", "drain"):
         parser.print_usage()
         return 3
