@@ -134,10 +134,7 @@ def collection_util(name):
     could put a module into)."""
     if name in _LOADED:
         return _LOADED[name]
-    try:
-        import builtins
-    except ImportError:                      # pragma: no cover (Python 2)
-        import __builtin__ as builtins  # noqa: F401
+    import builtins
     real_import = builtins.__import__
 
     def _import(mod_name, globs=None, locs=None, fromlist=(), level=0):
