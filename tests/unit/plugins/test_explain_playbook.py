@@ -166,9 +166,9 @@ def host_lab():
 
 def lab_explain(lab, tmp_path, user):
     inventory = write_inventory(str(tmp_path / 'inventory.json'), {
-        'vm': {'adopt_drift_pam_service': lab.state['pam_services']['py']}})
+        'vm': {'adopt_drift_pam_service': lab.pam_services['py']}})
     out = str(tmp_path / 'explain.json')
-    res = playbook(inventory, {'user': user, 'explain_json': out, 'slurm_conf': lab.state['slurm_conf']})
+    res = playbook(inventory, {'user': user, 'explain_json': out, 'slurm_conf': lab.slurm_conf})
     assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
     assert all(r['changed'] == 0 for r in recap(res.stdout).values())
     with open(out) as handle:
@@ -177,13 +177,23 @@ def lab_explain(lab, tmp_path, user):
     return node
 
 
+def deploy(lab, *options):
+    """The lab's py adopt line, with this checkout's module (the lab may run
+    another checkout's, below /tmp, which the explain refuses to run as root)."""
+    line = 'account required pam_python.so %s service=%s %s' % (
+        os.path.join(MODULE_SRC, 'pam_slurm_adopt.py'), lab.pam_services['py'], ' '.join(options))
+    lab.set_account_line('py', line.strip())
+
+
 @pytest.mark.node
 def test_lab_deployed_options_change_the_explained_decision(host_lab, tmp_path):
     lab = host_lab
     bob = lab.user('bob')
+    deploy(lab)
     plain = lab_explain(lab, tmp_path, bob)
     assert plain['decision'] == 'PAM_PERM_DENIED' and plain['why'].endswith('owns no jobs => deny'), plain
-    lab.set_account_options('py', 'action_no_jobs=ignore')
+    assert lab.ssh('py', 'bob', 'true').rc != 0          # the real login agrees
+    deploy(lab, 'action_no_jobs=ignore')
     ignored = lab_explain(lab, tmp_path, bob)
     assert ignored['decision'] == 'PAM_IGNORE', ignored
     assert 'action_no_jobs=ignore' in ignored['options'] and ignored['why'].endswith('action_no_jobs=ignore')
@@ -197,7 +207,7 @@ def test_lab_deployed_options_change_the_explained_decision(host_lab, tmp_path):
     second = lab.submit('alice')
     newest = lab_explain(lab, tmp_path, alice)
     assert newest['decision'] == 'PAM_SUCCESS' and newest['detail'].startswith('adopt into job'), newest
-    lab.set_account_options('py', 'action_unknown=deny')
+    deploy(lab, 'action_unknown=deny')
     denied = lab_explain(lab, tmp_path, alice)
     assert denied['decision'] == 'PAM_PERM_DENIED' and 'action_unknown=deny' in denied['options'], denied
     assert denied['why'] == 'Denying due to action_unknown=deny', denied
