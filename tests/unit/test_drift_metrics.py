@@ -266,8 +266,8 @@ def test_counter_rotation_loses_no_login(node_tree, monkeypatch):
     directory = node_tree["conf"]["counter_dir"]
     assert check.read_login_counters(directory)["available"]
     path = os.path.join(directory, "denied")
-    for _ in range(12):
-        assert counters.bump("denied", directory)
+    for login in range(12):
+        assert counters.bump("denied", directory), login
     late = os.open(path, os.O_WRONLY | os.O_APPEND)   # a login that opened the file before the rotation
     first = check.read_login_counters(directory)
     assert first["since"]["denied"] == 12 and os.path.getsize(path) == 0
