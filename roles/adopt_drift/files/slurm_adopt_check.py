@@ -19,6 +19,17 @@ Commands::
         is fine again, resume the node, but only if the current drain reason
         is ours.  A node drained by anyone else is never touched.
 
+    Both write Prometheus metrics (node_exporter textfile collector) when
+    the configuration names a textfile directory (textfile_dir), unless run
+    with --only, --no-metrics or --dry-run: the state of each check, the
+    module's version and checksums, the time of the check, and the logins
+    the module counted since the previous run (slurm_adopt/counters.py).
+
+    slurm_adopt_check.py explain USER [--json] [--config FILE] [--rhost ADDR]
+        What the module would decide for USER on this node, and why: the
+        module's own `explain`, with the options of the DEPLOYED adopt rule
+        (read from the effective account stack); changes nothing.
+
     slurm_adopt_check.py digest DIR
         The digest of the module's implementation package (used by the role
         to record what the collection ships).
@@ -87,6 +98,9 @@ DEFAULTS = {
     "nodename": None,                # default: $SLURMD_NODENAME, then hostname -s
     "probe_user": None,              # user for the live `explain` probe (no job expected)
     "timeout": 15,
+    # metrics (node_exporter textfile collector): empty/None = off
+    "textfile_dir": None,
+    "counter_dir": "/run/slurm-adopt/counters",   # the module's slurm_adopt/counters.py COUNTER_DIR
 }
 
 
@@ -120,10 +134,7 @@ def collection_util(name):
     could put a module into)."""
     if name in _LOADED:
         return _LOADED[name]
-    try:
-        import builtins
-    except ImportError:                      # pragma: no cover (Python 2)
-        import __builtin__ as builtins  # noqa: F401
+    import builtins
     real_import = builtins.__import__
 
     def _import(mod_name, globs=None, locs=None, fromlist=(), level=0):
@@ -532,20 +543,122 @@ def check_stepd_sockets(conf):
 
 
 def check_explain(conf):
+    """The module's `explain` for the probe user (no job expected), with the
+    options of the deployed adopt rule."""
     user = conf.get("probe_user")
     if not user:
         return OK, "no probe user configured"
-    rc, out = run([sys.executable or "python3", conf["module_path"], "explain", user],
-                  conf["timeout"])
-    lines = (out or "").strip().splitlines()
-    decision = [ln for ln in lines if ln.startswith("decision:")]
-    if rc not in (0, 1) or not decision:
-        return FAIL, "explain %s failed (rc %s): %s" % (user, rc, " | ".join(lines[-3:]))
+    res = explain(conf, user)
+    if res.get("error") or res["rc"] not in (0, 1) or not res["decision"]:
+        return FAIL, "explain %s failed (rc %s): %s" % (
+            user, res.get("rc"), res.get("error") or " | ".join(res["transcript"][-3:]))
+    lines = res["transcript"]
     failures = [ln for ln in lines if ln.strip().lower().startswith(("[error]", "[fatal]"))
                 or "applying action_generic_failure" in ln]
     if failures:
-        return FAIL, "explain %s: %s; %s" % (user, failures[0].strip(), decision[0])
-    return OK, "explain %s: %s" % (user, decision[0][len("decision: "):])
+        return FAIL, "explain %s: %s; decision: %s (%s)" % (user, failures[0].strip(), res["decision"],
+                                                            res["detail"])
+    return OK, "explain %s with the deployed options: %s (%s)" % (user, res["decision"], res["detail"])
+
+
+# ---------------------------------------------------------------------------
+# explain: what the module would decide for a user, with the DEPLOYED options
+# (playbooks/explain.yml, the helpdesk view; the `explain` check)
+# ---------------------------------------------------------------------------
+
+ENV_WORD = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def deployed_invocation(conf, entry):
+    """How the deployed adopt rule runs the module: {interface, script,
+    options, env}.  pam_python.so SCRIPT OPTIONS...; pam_exec.so [its flags]
+    [/usr/bin/env NAME=VALUE...] PYTHON [-I -S] SCRIPT pam-exec OPTIONS...;
+    any other module (SchedMD's pam_slurm_adopt.so, the service client) takes
+    the options as its arguments and is explained by the installed module."""
+    line = entry.line
+    args = list(line.args)
+    name = line.module_name
+    out = {"interface": name[:-3] if name.endswith(".so") else name,
+           "script": conf["module_path"], "options": args, "env": {}}
+    if name == "pam_python.so":
+        out["script"] = args[0] if args else conf["module_path"]
+        out["options"] = args[1:]
+    elif name == "pam_exec.so":
+        if "pam-exec" in args[1:]:
+            at = args.index("pam-exec")
+            out["script"] = args[at - 1]
+            out["options"] = args[at + 1:]
+            words = args[:at - 1]
+            if any(os.path.basename(w) == "env" for w in words):
+                start = [i for i, w in enumerate(words) if os.path.basename(w) == "env"][0]
+                out["env"] = dict(w.split("=", 1) for w in words[start + 1:] if ENV_WORD.match(w))
+        else:
+            out["options"] = []
+    return out
+
+
+def _explain_summary(lines):
+    """(decision, detail, why, user_message, option problems) from the
+    transcript of `pam_slurm_adopt.py explain`."""
+    decision, detail, why, message, problems = "", "", "", "", []
+    for ln in lines:
+        text = ln.strip()
+        match = re.match(r"^decision: (\S+) \((.*)\)$", text)
+        if match:
+            decision, detail = match.group(1), match.group(2)
+        elif text.startswith("-> the user would see: "):
+            message = text[len("-> the user would see: "):]
+        elif text.startswith("[option] "):
+            problems.append(text[len("[option] "):])
+        elif text.startswith("[") and "] " in text:
+            said = text.split("] ", 1)[1]
+            if not said.startswith(("send_user_msg:", "would adopt process", "reading ")):
+                why = said
+    return decision, detail, why, message, problems
+
+
+def explain(conf, user, rhost=None, rport=None, source=None):
+    """Run the installed module's `explain USER` with the options (and the
+    pam_exec environment) of the deployed adopt rule of conf["pam_service"].
+    Returns a dict (JSON for playbooks/explain.yml); "error" says why it
+    could not run."""
+    res = {"node": nodename(conf), "user": user, "service": conf["pam_service"], "adopt_rule": None,
+           "interface": None, "script": None, "options": [], "decision": "", "detail": "", "why": "",
+           "user_message": "", "option_problems": [], "rc": None, "transcript": [], "error": None}
+    try:
+        problems, info, entry = analyse_account(conf, source)
+    except (OSError, ValueError) as exc:
+        res["error"] = "cannot read the %s PAM stack: %s" % (conf["pam_service"], exc)
+        return res
+    res["stack_problems"] = problems
+    if entry is None:
+        res["error"] = "no adopt rule in the effective %s account stack" % conf["pam_service"]
+        return res
+    res["adopt_rule"] = info["adopt_rule"]
+    how = deployed_invocation(conf, entry)
+    res.update(interface=how["interface"], script=how["script"], options=how["options"])
+    why = _unsafe(how["script"]) if os.path.isfile(how["script"]) else "no such file"
+    if why:
+        res["error"] = "module %s: %s" % (how["script"], why)
+        return res
+    argv = [sys.executable or "python3", "-I", "-S", how["script"], "explain", user,
+            "--service", conf["pam_service"]]
+    if rhost:
+        argv += ["--rhost", rhost, "--rport", str(rport or 0)]
+    env = dict(os.environ, **how["env"])
+    try:
+        proc = subprocess.run(argv + how["options"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=conf["timeout"], env=env, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        res["error"] = "explain did not finish: %s" % exc
+        return res
+    res["rc"] = proc.returncode
+    res["transcript"] = proc.stdout.splitlines()
+    (res["decision"], res["detail"], res["why"], res["user_message"],
+     res["option_problems"]) = _explain_summary(res["transcript"])
+    if not res["decision"]:
+        res["error"] = "explain gave no decision (rc %s): %s" % (proc.returncode, oneline(proc.stdout))
+    return res
 
 
 CHECKS = [
@@ -681,6 +794,223 @@ def _syslog(text):
 
 
 # ---------------------------------------------------------------------------
+# metrics: Prometheus node_exporter textfile collector (docs/healthcheck.md)
+# ---------------------------------------------------------------------------
+
+METRICS_FILE = "slurm_adopt.prom"
+# The module's login counters (roles/adopt_module/files/slurm_adopt/counters.py):
+# one file per result plus "errors"; a file's size is its count.
+LOGIN_RESULTS = ("adopted", "allowed", "ignored", "denied")
+COUNTER_FILES = LOGIN_RESULTS + ("errors",)
+COUNTER_STATE = "state.json"
+# A counter file is rotated (linked to NAME.old, replaced by an empty one)
+# past this size; the module stops counting at 1 MiB (counters.MAX_SIZE).
+COUNTER_ROTATE = 64 * 1024
+STATES = (OK, WARN, FAIL)
+
+
+def _create_empty(path):
+    """An empty root-owned counter file (never through a symlink)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    os.fchmod(fd, 0o644)
+    os.close(fd)
+
+
+def _counter_stat(path):
+    """lstat of a counter file, or None when missing or not a regular file."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def read_login_counters(directory):
+    """Read and advance the module's login counters.
+
+    Returns {"available": bool, "why": str, "since": {name: n}, "total":
+    {name: n}}: logins counted since the previous call and since the
+    counters were created (boot, for the default directory under /run).
+    Creates the directory and the counter files (the module only appends to
+    files that exist); remembers the size seen of each file (by inode) in
+    state.json, so that a login counted during this run is counted by the
+    next one, and rotates a file past COUNTER_ROTATE bytes without losing a
+    login (the module's O_APPEND write lands in the old inode, which is read
+    once more by the next run, then removed)."""
+    out = {"available": False, "why": "", "since": dict.fromkeys(COUNTER_FILES, 0),
+           "total": dict.fromkeys(COUNTER_FILES, 0)}
+    try:
+        if not os.path.isdir(directory):
+            os.makedirs(directory, 0o755)
+    except OSError as exc:
+        out["why"] = "cannot create %s: %s" % (directory, exc.strerror)
+        return out
+    why = _unsafe(directory, follow=False)
+    if why:
+        out["why"] = "counter directory %s: %s" % (directory, why)
+        return out
+    state_path = os.path.join(directory, COUNTER_STATE)
+    try:
+        with open(state_path) as handle:
+            state = json.load(handle)
+        seen, total = dict(state["seen"]), dict(state["total"])
+    except (OSError, ValueError, KeyError, TypeError):
+        seen, total = {}, {}
+    new_seen = {}
+    try:
+        for name in COUNTER_FILES:
+            cur, old = os.path.join(directory, name), os.path.join(directory, name + ".old")
+            delta = 0
+            st_old = _counter_stat(old)
+            if st_old is not None:          # rotated by the previous run: read it a last time
+                delta += max(0, st_old.st_size - int(seen.get(str(st_old.st_ino), 0)))
+                os.unlink(old)
+            st_cur = _counter_stat(cur)
+            if st_cur is None:
+                if os.path.lexists(cur):
+                    os.unlink(cur)
+                _create_empty(cur)
+                st_cur = os.lstat(cur)
+            else:
+                delta += max(0, st_cur.st_size - int(seen.get(str(st_cur.st_ino), 0)))
+            new_seen[str(st_cur.st_ino)] = st_cur.st_size
+            if st_cur.st_size >= COUNTER_ROTATE:
+                tmp = cur + ".new"
+                if os.path.lexists(tmp):
+                    os.unlink(tmp)
+                _create_empty(tmp)
+                os.link(cur, old)
+                os.rename(tmp, cur)         # the module always finds a file
+                new_seen[str(os.lstat(cur).st_ino)] = 0
+            out["since"][name] = delta
+            out["total"][name] = int(total.get(name, 0)) + delta
+    except OSError as exc:
+        out["why"] = "login counters in %s: %s" % (directory, exc)
+        return out
+    tmp = state_path + ".tmp"
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"seen": new_seen, "total": out["total"]}, handle)
+        os.rename(tmp, state_path)
+    except OSError as exc:
+        out["why"] = "cannot save %s: %s" % (state_path, exc)
+        return out
+    out["available"] = True
+    return out
+
+
+def module_identity(conf):
+    """{version, sha256, package_digest, release} of the installed module
+    ("" for what cannot be read)."""
+    out = {"version": "", "sha256": "", "package_digest": "", "release": ""}
+    path, pkg = conf["module_path"], conf.get("package_dir")
+    real = os.path.realpath(path)
+    if real != os.path.abspath(path):
+        out["release"] = os.path.basename(os.path.dirname(real))
+    try:
+        out["sha256"] = sha256_file(path)
+    except OSError:
+        pass
+    if pkg and os.path.isdir(pkg):
+        out["package_digest"] = digest(pkg)
+        try:
+            with open(os.path.join(pkg, "__init__.py")) as handle:
+                match = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)['\"]", handle.read(), re.M)
+            out["version"] = match.group(1) if match else ""
+        except OSError:
+            pass
+    return out
+
+
+def _label(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _metric(lines, name, kind, helptext, samples):
+    """HELP, TYPE and the samples ([(labels dict, value)]) of one metric."""
+    lines.append("# HELP %s %s" % (name, helptext))
+    lines.append("# TYPE %s %s" % (name, kind))
+    for labels, value in samples:
+        inner = ",".join('%s="%s"' % (k, _label(v)) for k, v in sorted(labels.items()))
+        lines.append("%s%s %s" % (name, "{%s}" % inner if inner else "", value))
+
+
+def metrics_text(results, identity, counters, finished, seconds):
+    """The metrics of one drift-check run, in the Prometheus text format."""
+    lines = []
+    _metric(lines, "slurm_adopt_check_status", "gauge",
+            "Result of each drift check of pam_slurm_adopt (1 for its current state, ok/warn/fail).",
+            [({"check": r["check"], "state": s}, int(r["status"] == s)) for r in results for s in STATES])
+    _metric(lines, "slurm_adopt_status", "gauge",
+            "Overall result of the drift check (1 for the current state; fail drains the node).",
+            [({"state": s}, int(overall(results) == s)) for s in STATES])
+    _metric(lines, "slurm_adopt_module_info", "gauge",
+            "The installed pam_slurm_adopt module: version, sha256 of the module file, digest of its package.",
+            [(identity, 1)])
+    _metric(lines, "slurm_adopt_last_check_timestamp_seconds", "gauge",
+            "When the drift check last finished (Unix time).", [({}, "%.3f" % finished)])
+    _metric(lines, "slurm_adopt_check_duration_seconds", "gauge",
+            "How long the last drift check took.", [({}, "%.3f" % seconds)])
+    _metric(lines, "slurm_adopt_login_counting", "gauge",
+            "1 when the module's login counters are in place (else the login counts are not collected).",
+            [({}, int(counters["available"]))])
+    if counters["available"]:
+        _metric(lines, "slurm_adopt_logins_since_last_check", "gauge",
+                "Login decisions of the module since the previous drift check, by result.",
+                [({"result": r}, counters["since"][r]) for r in LOGIN_RESULTS])
+        _metric(lines, "slurm_adopt_logins_total", "counter",
+                "Login decisions of the module since the counters were created (boot), by result.",
+                [({"result": r}, counters["total"][r]) for r in LOGIN_RESULTS])
+        _metric(lines, "slurm_adopt_login_errors_since_last_check", "gauge",
+                "Logins in which the module logged an error, since the previous drift check.",
+                [({}, counters["since"]["errors"])])
+        _metric(lines, "slurm_adopt_login_errors_total", "counter",
+                "Logins in which the module logged an error, since the counters were created (boot).",
+                [({}, counters["total"]["errors"])])
+    return "\n".join(lines) + "\n"
+
+
+def write_textfile(directory, text, name=METRICS_FILE):
+    """Write directory/name atomically (a temporary file that the textfile
+    collector ignores, then rename); returns the path."""
+    path = os.path.join(directory, name)
+    tmp = os.path.join(directory, ".%s.%d.tmp" % (name, os.getpid()))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, text.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.unlink(tmp)
+        raise
+    return path
+
+
+def write_metrics(conf, results, seconds):
+    """The metrics of this run into conf["textfile_dir"]: a word for the
+    report (the path written, or why not). Never raises."""
+    directory = conf.get("textfile_dir")
+    if not directory:
+        return "off"
+    try:
+        if not os.path.isdir(directory):
+            return "skipped: %s does not exist (node_exporter not installed?)" % directory
+        counters = read_login_counters(conf.get("counter_dir") or DEFAULTS["counter_dir"])
+        text = metrics_text(results, module_identity(conf), counters, time.time(), seconds)
+        path = write_textfile(directory, text)
+        return path if counters["available"] else "%s (no login counts: %s)" % (path, counters["why"])
+    except Exception as exc:  # pylint: disable=broad-except
+        return "failed: %s: %s" % (type(exc).__name__, exc)
+
+
+# ---------------------------------------------------------------------------
 # output
 # ---------------------------------------------------------------------------
 
@@ -714,12 +1044,29 @@ def main(argv=None):
         cmd.add_argument("--label", help="name shown in the JSON 'lines' (default: the node name)")
         cmd.add_argument("--only", action="append", help="run only this check (repeatable)")
         cmd.add_argument("--dry-run", action="store_true")
+        cmd.add_argument("--no-metrics", action="store_true",
+                         help="do not write the node_exporter metrics (runs with --only never do)")
     dig = sub.add_parser("digest")
     dig.add_argument("directory")
+    exp = sub.add_parser("explain", help="what the module would decide for USER, with the deployed options")
+    exp.add_argument("user")
+    exp.add_argument("--config", default=DEFAULT_CONFIG)
+    exp.add_argument("--rhost", help="address of the ssh client (for the callerid RPC)")
+    exp.add_argument("--rport", type=int, default=0)
+    exp.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.command == "digest":
         print(digest(args.directory))
         return 0
+    if args.command == "explain":
+        res = explain(load_config(args.config), args.user, args.rhost, args.rport)
+        if args.json:
+            print(json.dumps(res, indent=2, sort_keys=True))
+        else:
+            print("\n".join(res["transcript"]) if res["transcript"] else "")
+            print("error: %s" % res["error"] if res["error"] else
+                  "%s: %s (%s): %s" % (res["node"], res["decision"], res["detail"], res["why"]))
+        return 3 if res["error"] else 0
     if args.command not in ("check", "drain"):
         parser.print_usage()
         return 3
@@ -743,6 +1090,8 @@ def main(argv=None):
     if args.command == "drain":
         report["action"] = drain_or_resume(conf, results, args.dry_run,
                                            out=(lambda t: None) if args.json else print)
+    if not (args.only or args.no_metrics or args.dry_run):
+        report["metrics"] = write_metrics(conf, results, report["seconds"])
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
     else:

@@ -6,7 +6,8 @@
 import os
 import pwd
 
-from .constants import (ADOPT_RESERVE, DNS_TIMEOUT, MSG_ADOPT_FAILED_26_05,
+from . import counters
+from .constants import (ADOPT_RESERVE, DNS_TIMEOUT, LOG_LEVEL_ERROR, LOG_LEVEL_FATAL, MSG_ADOPT_FAILED_26_05,
                         MSG_ADOPT_FAILED_LEGACY, MSG_NO_JOBS, MSG_NO_STEP_LIST, MSG_UNKNOWN_SOURCE,
                         NO_VAL, PAM_BAD_ITEM, PAM_IGNORE, PAM_PERM_DENIED, PAM_SESSION_ERR,
                         PAM_SUCCESS, PROTOCOL_22_05, PROTOCOL_25_11, PROTOCOL_26_05,
@@ -559,14 +560,21 @@ def run_safely(adopter):
     """The flow, with every unexpected error turned into the generic-failure
     action: nothing may escape into sshd."""
     try:
-        return adopter.run()
+        rc = adopter.run()
     except Exception as exc:   # pylint: disable=broad-except
         try:
             adopter.log.error("unexpected error: %s: %s; applying action_generic_failure=%s"
                               % (type(exc).__name__, exc, adopter.opts.action_generic_failure))
         except Exception:      # pylint: disable=broad-except
             pass
-        return generic_failure_rc(adopter.opts)
+        rc = generic_failure_rc(adopter.opts)
+    if not getattr(adopter, "dry_run", True):
+        try:   # the drift check's login counters (counters.py); never in the way of the login
+            errors = any(line[0] in (LOG_LEVEL_FATAL, LOG_LEVEL_ERROR) for line in adopter.log.lines)
+            counters.count(rc, adopter.adopted_job is not None, errors, PAM_SUCCESS, PAM_IGNORE)
+        except Exception:      # pylint: disable=broad-except
+            pass
+    return rc
 
 
 def report_option_problems(opts, log, service):
