@@ -239,7 +239,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_eval  # noqa: E402
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit, pam_guard, pam_stack  # noqa: E402
-from test_service_support import MSG_NO_JOBS, OTHER_UID, UID, USER, Node  # noqa: E402
+from test_service_support import MSG_NO_JOBS, UID, USER, Node  # noqa: E402
 
 MARK = 'the-stack-went-on-after-the-client'
 

@@ -172,8 +172,8 @@ def test_combination_passes_its_own_drift_check(matrix, index):
     assert {'pam_exec': 'pam_exec', 'pam_python': 'pam_python', 'service': CLIENT}[combo['interface']] in rules, rules
     if combo['interface'] == 'service':
         assert 'checksum matches the build record' in rules and 'slurm-adopt.socket enabled, ' in rules, rules
-        assert 'account %s pam_slurm_adopt_client.so ' % ('sufficient' if combo['admin_access'] == 'pam_access'
-                                                           else 'required') in sshd
+        control = 'sufficient' if combo['admin_access'] == 'pam_access' else 'required'
+        assert 'account %s pam_slurm_adopt_client.so ' % control in sshd
     else:
         assert 'interface is not service' in rules, rules
 
