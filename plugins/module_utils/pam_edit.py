@@ -57,6 +57,8 @@ ADOPT_OPTION_NAMES = (
     'action_generic_failure', 'disable_x11', 'log_level', 'nodename',
     'service', 'join_container', 'single_job_skip_rpc', 'ignore_root')
 
+CLIENT_MODULE = 'pam_slurm_adopt_client.so'
+
 DEFAULT_MODULE_DIRS = (
     '/lib/security', '/lib64/security', '/usr/lib/security', '/usr/lib64/security',
     '/lib/*-linux-gnu*/security', '/usr/lib/*-linux-gnu*/security')
@@ -164,6 +166,10 @@ def adopt_rule_words(params):
     _check_word('script', script)
     if params['interface'] == 'pam_python':
         return 'pam_python.so', [script] + options
+    if params['interface'] == 'service':
+        # the C client of the adoption service (docs/service.md), installed in
+        # the PAM module directory: named without a path, options as the C module's
+        return CLIENT_MODULE, options
     args = []
     for arg in params.get('pam_exec_args') or []:
         _check_word('pam_exec argument', arg)

@@ -10,7 +10,8 @@ Standard library only, Python 3.6+, no Ansible imports.
   ``root`` names (an image's own files, never the managed host's, unless the
   root is ``/``).
 * :func:`model_line` is one PAM rule, built from real modules, that answers
-  exactly as an adopt rule (pam_python, pam_exec or the C module, with its
+  exactly as an adopt rule (pam_python, pam_exec, the C module or the
+  service's client, with its
   control and options) answers for a user **without a job**: root gets
   ``PAM_IGNORE`` (pam_exec: success), everybody else ``action_no_jobs``.  It
   is a single rule, so every jump counts it as the adopt rule it replaces.
@@ -185,8 +186,9 @@ def site_facts(root='/', directory_uid_min=None):
 
 def adopt_rule_facts(line):
     """(interface, options) of an adopt rule: interface 'pam_exec' for
-    pam_exec.so, else 'pam_python' (pam_python and the C module answer the
-    same way); options as a dict of lower-case names."""
+    pam_exec.so, else 'pam_python' (pam_python, the C module and the
+    adoption service's client pam_slurm_adopt_client.so answer the same way:
+    PAM_IGNORE included); options as a dict of lower-case names."""
     interface = 'pam_exec' if line.module_name == 'pam_exec.so' else 'pam_python'
     opts = {}
     for arg in line.args:

@@ -659,7 +659,7 @@ def _action_for(actions, value):
 
 def is_adopt_rule(line, script_hint='pam_slurm_adopt'):
     """A rule that runs some pam_slurm_adopt (C module, or ours via
-    pam_python/pam_exec)."""
+    pam_python/pam_exec, or the adoption service's pam_slurm_adopt_client.so)."""
     if line.kind != 'rule' or line.module is None or line.keyword in ('include', 'substack'):
         return False
     if script_hint in line.module_name:

@@ -12,7 +12,8 @@ module: pam_adopt
 short_description: Put pam_slurm_adopt last in a service's PAM account stack, without locking anyone out
 version_added: "0.1.0"
 description:
-  - Adds the rule that runs the Python C(pam_slurm_adopt) (through C(pam_python.so) or C(pam_exec.so)) as the
+  - Adds the rule that runs the Python C(pam_slurm_adopt) (through C(pam_python.so), C(pam_exec.so) or the adoption
+    service's C client C(pam_slurm_adopt_client.so)) as the
     last rule of the effective account stack of each service in O(services), in the service's own file, after
     its account lines, followed (or preceded) by the administrator bypass.
   - Never comments a rule out. A rule that could end the account stack before the adopt rule is handled so
@@ -59,13 +60,17 @@ options:
   interface:
     description:
       - How PAM runs the Python module. V(auto) picks V(pam_python) when C(pam_python.so) is found in
-        O(module_dirs) on the node, else V(pam_exec) (the choice is returned in RV(interface)).
+        O(module_dirs) on the node, else V(service) when C(pam_slurm_adopt_client.so) is found there, else
+        V(pam_exec) (the choice is returned in RV(interface)).
       - V(pam_python) gives
         C(account <control> pam_python.so <script> <options>); V(pam_exec) gives
         C(account <control> pam_exec.so <pam_exec_args> <python> <script> pam-exec <options>)
-        (pam_exec cannot return PAM_IGNORE nor set the session environment, see docs/differences.md).
+        (pam_exec cannot return PAM_IGNORE nor set the session environment, see docs/differences.md);
+        V(service) gives C(account <control> pam_slurm_adopt_client.so <options>), the C client of the resident
+        adoption service (docs/service.md), installed into the PAM module directory by role
+        P(hpc.slurm_adopt.adopt_module#role) with C(adopt_module_interface=service).
     type: str
-    choices: [auto, pam_python, pam_exec]
+    choices: [auto, pam_python, pam_exec, service]
     default: auto
   control:
     description:
@@ -297,6 +302,15 @@ EXAMPLES = r'''
       log_level: info
   become: true
 
+- name: The adoption service's C client (RHEL family; built by role adopt_module with adopt_module_interface=service)
+  hpc.slurm_adopt.pam_adopt:
+    interface: service
+    admin_access: pam_access
+    ensure_access_for: [root, "{{ connecting_user.stdout }}"]
+    options:
+      action_generic_failure: deny
+  become: true
+
 - name: Restore the original PAM files
   hpc.slurm_adopt.pam_adopt:
     state: absent
@@ -383,7 +397,8 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_edit import (
-    ADOPT_OPTION_NAMES, PlanError, plan_present, plan_absent, commit, adopt_rule_words, module_exists, _fsync_dir,
+    ADOPT_OPTION_NAMES, CLIENT_MODULE, PlanError, plan_present, plan_absent, commit, adopt_rule_words, module_exists,
+    _fsync_dir,
 )
 
 
@@ -407,7 +422,7 @@ def argument_spec():
     return dict(
         state=dict(type='str', default='present', choices=['present', 'absent']),
         services=dict(type='list', elements='str', default=['sshd']),
-        interface=dict(type='str', default='auto', choices=['auto', 'pam_python', 'pam_exec']),
+        interface=dict(type='str', default='auto', choices=['auto', 'pam_python', 'pam_exec', 'service']),
         control=dict(type='str', choices=['required', 'sufficient']),
         dash=dict(type='bool', default=False),
         script=dict(type='path', default='/usr/lib/slurm-adopt/pam_slurm_adopt.py'),
@@ -475,8 +490,12 @@ def check_params(params):
         return 'unknown pam_slurm_adopt option %r (known: %s)' % (unknown[0], ', '.join(ADOPT_OPTION_NAMES))
     params['options'] = render_options(params['options'])
     if params['interface'] == 'auto':
-        found = module_exists(params['root'], 'pam_python.so', params['module_dirs'])
-        params['interface'] = 'pam_python' if found else 'pam_exec'
+        if module_exists(params['root'], 'pam_python.so', params['module_dirs']):
+            params['interface'] = 'pam_python'
+        elif module_exists(params['root'], CLIENT_MODULE, params['module_dirs']):
+            params['interface'] = 'service'
+        else:
+            params['interface'] = 'pam_exec'
     if params['control'] is None:
         params['control'] = 'sufficient' if params['admin_access'] == 'pam_access' else 'required'
     if params['admin_access'] == 'pam_access' and params['control'] != 'sufficient':

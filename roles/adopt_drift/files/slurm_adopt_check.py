@@ -97,6 +97,12 @@ DEFAULTS = {
     "check_slurm": True,             # scontrol show config / show slurmd / stepd sockets
     "nodename": None,                # default: $SLURMD_NODENAME, then hostname -s
     "probe_user": None,              # user for the live `explain` probe (no job expected)
+    # interface service (docs/service.md): the client's build record (role
+    # adopt_module: {"output": sha256 of the client built, ...}), the
+    # service's socket, and the file system whose systemd has the units
+    "client_record": "/usr/lib/slurm-adopt/client.build-id",
+    "service_socket": "/run/slurm-adopt/adopt.sock",
+    "systemd_root": "/",
     "timeout": 15,
     # metrics (node_exporter textfile collector): empty/None = off
     "textfile_dir": None,
@@ -444,11 +450,12 @@ def check_bypass(conf):
 
 
 def _pam_module_path(name, conf):
+    root = conf.get("root", "/")
     if name.startswith("/"):
-        return name if os.path.exists(name) else None
+        return name if os.path.exists(pam_stack().rooted(root, name)) else None
     for directory in conf["pam_module_dirs"]:
         cand = os.path.join(directory, name)
-        if os.path.exists(cand):
+        if os.path.exists(pam_stack().rooted(root, cand)):
             return cand
     return None
 
@@ -477,7 +484,74 @@ def check_interface(conf):
         if not os.path.isfile(script):
             return FAIL, "pam_python rule %s: script %s missing" % (_where(entry), script or "(none)")
         return OK, "pam_python present: %s loads %s" % (module, script)
+    if line.module_name == CLIENT_MODULE:
+        return _check_client(conf, entry, module)
     return OK, "%s present: %s" % (line.module_name, module)
+
+
+# ---------------------------------------------------------------------------
+# interface service: the C client and the adoption service (docs/service.md)
+# ---------------------------------------------------------------------------
+
+CLIENT_MODULE = "pam_slurm_adopt_client.so"
+
+
+def _check_client(conf, entry, module):
+    """The client the adopt rule loads is root's, not writable by others, and
+    the very file role adopt_module built (sha256 = the build record's)."""
+    path = pam_stack().rooted(conf.get("root", "/"), module)
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o022:
+        return FAIL, "client %s is not a root-owned regular file without group/world write (%o, uid %d)" % (
+            module, st.st_mode & 0o7777, st.st_uid)
+    try:
+        with open(conf["client_record"]) as handle:
+            want = json.load(handle).get("output")
+    except (IOError, OSError, ValueError) as exc:
+        return FAIL, "client %s: no usable build record %s (%s)" % (module, conf["client_record"], exc)
+    have = sha256_file(path)
+    if have != want:
+        return FAIL, "client %s is not the one built (sha256 %s, recorded %s in %s)" % (
+            module, have[:12], str(want)[:12], conf["client_record"])
+    return OK, "client %s present, root-owned, checksum matches the build record" % module
+
+
+def _systemctl(conf, *args):
+    root = conf.get("systemd_root", "/")
+    return run(["systemctl"] + (["--root", root] if root.rstrip("/") else []) + list(args), conf["timeout"])
+
+
+def check_service(conf):
+    """Interface service: slurm-adopt.socket enabled (and active where
+    systemd runs), its socket root:root 0600.  Without systemd as PID 1 a
+    missing socket is a warning (logins use the client's fallback child)."""
+    _problems, _info, entry = analyse_account(conf)
+    if entry is None or entry.line.module_name != CLIENT_MODULE:
+        return OK, "interface is not service (no %s rule)" % CLIENT_MODULE
+    rc, out = _systemctl(conf, "is-enabled", "slurm-adopt.socket")
+    if rc is None:
+        return WARN, "cannot run systemctl: %s" % oneline(out)
+    state = (out or "").strip().splitlines()[-1] if (out or "").strip() else "unknown"
+    if state != "enabled":
+        return FAIL, "slurm-adopt.socket is %s, expected enabled" % state
+    live = os.path.isdir("/run/systemd/system") and not conf.get("systemd_root", "/").rstrip("/")
+    if live:
+        _rc, active = _systemctl(conf, "is-active", "slurm-adopt.socket")
+        active = (active or "").strip().splitlines()[-1] if (active or "").strip() else "unknown"
+        if active != "active":
+            return FAIL, "slurm-adopt.socket is %s, expected active" % active
+    sock = conf["service_socket"]
+    try:
+        st = os.lstat(sock)
+    except OSError as exc:
+        if live:
+            return FAIL, "service socket %s: %s" % (sock, exc.strerror)
+        return WARN, ("service socket %s: %s (systemd is not PID 1 here: logins use the client's fallback "
+                      "child)" % (sock, exc.strerror))
+    if not stat.S_ISSOCK(st.st_mode) or (st.st_uid, st.st_gid) != (0, 0) or st.st_mode & 0o777 != 0o600:
+        return FAIL, "service socket %s must be a socket root:root 0600 (mode %o, uid %d, gid %d)" % (
+            sock, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+    return OK, "slurm-adopt.socket enabled%s, %s root:root 0600" % (" and active" if live else "", sock)
 
 
 def check_slurm_config(conf):
@@ -669,6 +743,7 @@ CHECKS = [
     ("pam_systemd", check_pam_systemd),
     ("logind", check_logind),
     ("interface", check_interface),
+    ("service", check_service),
     ("slurm_config", check_slurm_config),
     ("slurmd", check_slurmd),
     ("stepd_sockets", check_stepd_sockets),

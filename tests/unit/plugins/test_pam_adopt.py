@@ -18,7 +18,7 @@ from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit as
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_guard as pg
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_stack as ps
 from ansible_collections.hpc.slurm_adopt.plugins.modules import pam_adopt, pam_stack_info
-from pam_nodes import ANSIBLE_USER, add_users, missing_modules, node, read, synthetic, write
+from pam_nodes import ANSIBLE_USER, FAKE_MODULES, add_users, missing_modules, node, read, synthetic, write
 
 SCRIPT = '/usr/lib/slurm-adopt/pam_slurm_adopt.py'
 ACCESS = '/etc/security/slurm-adopt-access.conf'
@@ -94,14 +94,18 @@ MODES = [
     ('pam_python', 'pam_listfile'),
     ('pam_exec', 'pam_access'),
     ('pam_exec', 'none'),
+    ('service', 'pam_access'),
+    ('service', 'pam_listfile'),
 ]
+MODULE_OF = {'pam_python': 'pam_python.so', 'pam_exec': 'pam_exec.so', 'service': 'pam_slurm_adopt_client.so'}
+WITH_CLIENT = FAKE_MODULES + ('pam_slurm_adopt_client.so',)
 CASES = [(d, 'pam_python', 'pam_access') for d in DISTROS] + \
     [(d, i, a) for d in ('debian12', 'rocky9') for i, a in MODES if (i, a) != ('pam_python', 'pam_access')]
 
 
 @pytest.mark.parametrize('distro, interface, admin', CASES)
 def test_present_idempotent_and_absent_restores_byte_identical(tmp_path, adopt, info, distro, interface, admin):
-    root = node(tmp_path, distro)
+    root = node(tmp_path, distro, modules=WITH_CLIENT if interface == 'service' else FAKE_MODULES)
     before = snapshot(root)
     extra = {'listfile_users': ['root', ANSIBLE_USER]} if admin == 'pam_listfile' else {}
     if admin == 'none':
@@ -123,14 +127,13 @@ def test_present_idempotent_and_absent_restores_byte_identical(tmp_path, adopt, 
     last = [r for r in health['stack'] if r['managed'] and r['substack_depth'] == 0
             and r['managed'] in ('adopt', 'admin_access')]
     if admin == 'pam_access':
-        assert [r['module'] for r in last] == [('pam_python.so' if interface == 'pam_python' else 'pam_exec.so'),
-                                               'pam_access.so']
+        assert [r['module'] for r in last] == [MODULE_OF[interface], 'pam_access.so']
         assert last[0]['control'] == 'sufficient'
         assert last[1]['args'] == ['accessfile=' + ACCESS]
         assert read(root, ACCESS).endswith('-:ALL:ALL\n')
         assert health['admin_access']['state'] == 'ok'
     elif admin == 'pam_listfile':
-        assert [r['module'] for r in last][0] == 'pam_listfile.so'
+        assert [r['module'] for r in last] == ['pam_listfile.so', MODULE_OF[interface]]
         assert last[1]['control'] == 'required'
         assert read(root, '/etc/security/slurm-adopt-allowed-users') == 'root\n%s\n' % ANSIBLE_USER
     else:
@@ -170,6 +173,31 @@ def test_exact_rule_shapes(tmp_path, adopt):
         'join_container=false' % SCRIPT)
     text = read(root, '/etc/pam.d/sshd')
     assert text.count('hpc.slurm_adopt:adopt') == 1   # the old rule was replaced, not duplicated
+
+
+def test_service_rule_shape(tmp_path, adopt):
+    """The adoption service's client: the module named without a path (it
+    is in the PAM module directory), the C module's options, no interpreter
+    and no script."""
+    root = node(tmp_path, 'debian12', modules=WITH_CLIENT)
+    ret = adopt(root, admin_access='none', interface='service', pam_systemd='keep', ensure_access_for=['root'],
+                options={'action_adopt_failure': 'deny', 'log_level': 'info', 'join_container': False})
+    assert not ret.failed, ret.result
+    assert ret.result['interface'] == 'service'
+    assert ret.result['adopt_rule'] == ('account required pam_slurm_adopt_client.so action_adopt_failure=deny '
+                                        'action_generic_failure=deny log_level=info join_container=false')
+    assert ret.result['adopt_rule'] + ' # hpc.slurm_adopt:adopt\n' in read(root, '/etc/pam.d/sshd')
+    # the line is an adopt rule for the parser, the guard's model and pam_stack_info
+    line = [ln for ln in ps.parse(read(root, '/etc/pam.d/sshd')).lines if ln.added_tag == 'adopt'][0]
+    assert ps.is_adopt_rule(line) and pg.adopt_rule_facts(line)[0] == 'pam_python'
+
+
+def test_service_rule_refused_while_the_client_is_missing(tmp_path, adopt):
+    root = node(tmp_path, 'debian12')
+    before = snapshot(root, below=('etc', 'var'))
+    ret = adopt(root, interface='service', pam_systemd='keep')
+    assert ret.failed and 'missing on the node: pam_slurm_adopt_client.so' in ret.result['msg'], ret.result
+    assert snapshot(root, below=('etc', 'var')) == before
 
 
 def test_debian_include_becomes_a_substack(tmp_path, adopt):
@@ -867,13 +895,15 @@ def test_unmark_is_the_inverse_of_every_edit():
 @pytest.mark.parametrize('modules, expected', [
     (('pam_python.so', 'pam_exec.so', 'pam_access.so'), 'pam_python'),
     (('pam_exec.so', 'pam_access.so'), 'pam_exec'),
+    (('pam_exec.so', 'pam_access.so', 'pam_slurm_adopt_client.so'), 'service'),
+    (('pam_python.so', 'pam_exec.so', 'pam_access.so', 'pam_slurm_adopt_client.so'), 'pam_python'),
 ])
 def test_interface_auto(tmp_path, adopt, modules, expected):
     root = node(tmp_path, 'debian13', modules=modules)
     ret = adopt(root, interface='auto', pam_systemd='keep')
     assert not ret.failed, ret.result
     assert ret.result['interface'] == expected
-    assert ('%s.so' % expected) in ret.result['adopt_rule']
+    assert MODULE_OF[expected] in ret.result['adopt_rule']
 
 
 # --------------------------------------------------------------------------
