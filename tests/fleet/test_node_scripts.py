@@ -342,9 +342,10 @@ def _drain(monkeypatch, node, fake):
 def test_a_healthy_node_is_green_and_not_drained(monkeypatch, node):
     report, updates = _drain(monkeypatch, node, FakeSlurm(config=dict(
         FakeSlurm().config, SlurmdSpoolDir=node["base"])))
-    assert {c["check"]: c["status"] for c in report["checks"]} == {
+    statuses = {c["check"]: c["status"] for c in report["checks"]}
+    assert statuses == {
         "module_file": "ok", "account_stack": "ok", "admin_access": "ok", "bypass": "ok", "pam_systemd": "ok",
-        "logind": "ok", "interface": "ok", "slurm_config": "ok", "stepd_sockets": "ok"}, report
+        "logind": "ok", "interface": "ok", "service": "ok", "slurm_config": "ok", "stepd_sockets": "ok"}, report
     assert report["action"] == "none" and updates == []
 
 

@@ -129,10 +129,10 @@ def node_tree():
         handle.write("account required pam_unix.so\n"
                      "account required pam_python.so %s/pam_slurm_adopt.py\n"
                      "session required pam_unix.so\n" % mod)
-    lib = os.path.join(base, "security")
-    os.makedirs(lib)
+    lib = "/security"                      # PAM module dirs are looked up below the check's root
+    os.makedirs(os.path.join(root, "security"))
     for name in ("pam_unix.so", "pam_python.so"):
-        open(os.path.join(lib, name), "w").close()
+        open(os.path.join(root, "security", name), "w").close()
     textfile = os.path.join(base, "textfile")
     os.makedirs(textfile)
     conf = {
