@@ -117,21 +117,24 @@ def test_image_drift_check(image):
 
 
 def test_guard_reads_the_images_groups(image):
-    """An admin group that exists on this machine but not in the image is
-    refused (the image's /etc/group decides), and the image is restored."""
+    """An admin group with a member on this machine but not in the image is
+    refused (the image's /etc/group decides, not the build host's), and the
+    image is restored."""
     root, _original = image
     before = manifest(root)
-    host_only = [g for g in ('adm', 'staff', 'users', 'systemd-journal') if subprocess.run(
-        ['getent', 'group', g], capture_output=True, check=False).returncode == 0
-        and subprocess.run(['chroot', root, 'getent', 'group', g], capture_output=True,
-                           check=False).returncode != 0]
-    group = host_only[0] if host_only else 'slurm-adopt-host-only-group'
-    if not host_only:
+    with open(root + '/etc/group') as handle:
+        in_image = set(line.split(':')[0] for line in handle if ':' in line)
+    host = subprocess.run(['getent', 'group'], capture_output=True, text=True, check=True).stdout.splitlines()
+    candidates = [line.split(':')[0] for line in host
+                  if line.split(':')[3].strip() and line.split(':')[0] not in in_image]
+    group = candidates[0] if candidates else 'slurm-adopt-host-only'
+    if not candidates:
         subprocess.run(['groupadd', '-f', group], check=True)
+        subprocess.run(['gpasswd', '-a', 'nobody', group], check=True, capture_output=True)
     try:
         stats, out = play(root, {'slurm_adopt_admin_group': group}, expect_rc=2)
     finally:
-        if not host_only:
+        if not candidates:
             subprocess.run(['groupdel', group], check=False)
     assert stats['failures'] == 1
     text = json.dumps(out)
