@@ -22,6 +22,7 @@ It fails (never skips) when podman or the lab cannot be used."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -179,7 +180,8 @@ def test_user_with_a_job_is_adopted(node3):
                         == 'RUNNING')
         res = ssh('fleetalice', node3, 'cat /proc/self/cgroup')
         assert res.returncode == 0, res.stderr
-        assert 'job_%s' % job in res.stdout, res.stdout
+        # adopted into the job's extern step (freezer: proctrack/cgroup's hierarchy)
+        assert re.search(r'freezer:.*/job_%s/step_extern' % job, res.stdout), res.stdout
     finally:
         pexec('saf-ctl', 'scancel', job)
 
