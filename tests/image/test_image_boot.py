@@ -119,7 +119,8 @@ def node3(lab, cached_image, tmp_path_factory):
                     in ('running', 'degraded')), pexec(NODE, 'systemctl', '--failed').stdout
     # what up.sh gives every node at boot (a site's overlay: munge key, host names, keys)
     hosts = pexec('saf-ctl', 'cat', '/etc/hosts').stdout
-    ip = sh('podman', 'inspect', '-f', '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % NET, NODE).stdout.strip()
+    address = '{{(index .NetworkSettings.Networks "%s").IPAddress}}' % NET
+    ip = sh('podman', 'inspect', '-f', address, NODE).stdout.strip()
     assert sh('podman', 'cp', os.path.join(STATE, 'munge.key'), NODE + ':/etc/munge/munge.key').returncode == 0
     for user in ('fleetalice', 'fleetbob', 'fleetadmin', 'fleetops'):
         assert sh('podman', 'cp', os.path.join(STATE, user + '.pub'),
@@ -141,10 +142,10 @@ EOF
     assert setup.returncode == 0, setup.stderr
     for other in ('saf-ctl', 'saf-login', 'saf-node1', 'saf-node2'):
         sh('podman', 'exec', other, 'sh', '-c', 'grep -q " node3$" /etc/hosts || echo "%s node3" >> /etc/hosts' % ip)
-    assert wait_for(90, lambda: pexec('saf-ctl', 'sinfo', '-h', '-n', HOST, '-o', '%T').stdout.strip()
-                    in ('idle', 'mixed', 'allocated')), \
-        pexec('saf-ctl', 'scontrol', 'show', 'node', HOST).stdout + pexec(NODE, 'journalctl', '-u', 'slurmd',
-                                                                           '-n', '30', '--no-pager').stdout
+    registered = wait_for(90, lambda: pexec('saf-ctl', 'sinfo', '-h', '-n', HOST, '-o', '%T').stdout.strip()
+                          in ('idle', 'mixed', 'allocated'))
+    assert registered, (pexec('saf-ctl', 'scontrol', 'show', 'node', HOST).stdout
+                        + pexec(NODE, 'journalctl', '-u', 'slurmd', '-n', '30', '--no-pager').stdout)
     yield ip
 
 
