@@ -10,7 +10,9 @@ libpam-python, python3, the fleet lab's users), without booting it:
     user and the admin of the image's own admin group;
   - a second run changes nothing;
   - the image's own drift check is green for what needs nothing running, and
-    red for the first-boot checks until they pass on a running node;
+    red for the first-boot checks until they pass on a running node; its
+    first-boot login check runs for real on the image's libpam (a mount
+    namespace where the image root is a mount point, as at boot);
   - a failure restores the image; the lockout guard reads the image's
     groups, never the build host's;
   - removal gives back every file of the image byte for byte.
@@ -114,6 +116,27 @@ def test_image_drift_check(image):
     assert boot.returncode == 2 and report['status'] == 'fail', report
     assert report['checks'][0]['message'].startswith('first boot, not passed yet:')
     assert not os.path.exists(root + '/run/slurm-adopt/first-boot.json')
+
+
+def test_first_boot_login_check_on_the_images_libpam(image):
+    """The first-boot `logins` check, run for real inside the image root (a
+    private mount namespace where the root is a mount point, as at boot):
+    root, the allowed user and the admin from the image's /etc/group get in
+    through the image's live stack and libpam; a user without a job is
+    denied.  slurm_config stays red (no controller here)."""
+    root, _original = image
+    script = ('R=$0; mount --bind "$R" "$R" && mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev" '
+              '&& mount -t tmpfs tmpfs "$R/run" && mount -t tmpfs tmpfs "$R/tmp" && cd "$R" '
+              '&& exec chroot "$R" python3 %s/slurm_adopt_check.py check --json --only=logins --only=slurm_config'
+              % MODULE_DIR)
+    res = subprocess.run(['unshare', '--mount', '--propagation', 'private', 'sh', '-c', script, root],
+                         capture_output=True, text=True, check=False, timeout=300)
+    report = json.loads(res.stdout)
+    by = dict((c['check'], c) for c in report['checks'])
+    assert by['logins']['status'] == 'ok', by['logins']
+    assert 'fleetadmin, fleetops, root get in' in by['logins']['message']
+    assert 'slurm-adopt-nojob (no job) is denied' in by['logins']['message']
+    assert by['slurm_config']['status'] == 'fail' and report['status'] == 'fail'
 
 
 def test_guard_reads_the_images_groups(image):
