@@ -29,7 +29,7 @@ import time
 
 import pytest
 
-from conftest import REPO, copy_image, play
+from imagelab import REPO, copy_image, play
 
 FLEET = os.path.join(REPO, 'lab', 'fleet')
 STATE = os.environ.get('FLEET_STATE', os.path.join(FLEET, '.state'))

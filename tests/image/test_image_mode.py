@@ -27,7 +27,7 @@ import subprocess
 
 import pytest
 
-from conftest import (chroot, changed_tasks, copy_image, manifest, manifest_diff, play)
+from imagelab import (chroot, changed_tasks, copy_image, manifest, manifest_diff, play)
 
 MODULE_DIR = '/usr/lib/slurm-adopt'
 
