@@ -735,6 +735,25 @@ def explain(conf, user, rhost=None, rport=None, source=None):
     return res
 
 
+# Image mode: the checks that need a running node, at first boot
+# (slurm_adopt_first_boot.py, next to this script).
+FIRST_BOOT = "slurm_adopt_first_boot.py"
+
+
+def first_boot():
+    here = os.path.dirname(os.path.realpath(__file__))
+    if "first_boot" not in _LOADED:
+        spec = importlib.util.spec_from_file_location("slurm_adopt_first_boot", os.path.join(here, FIRST_BOOT))
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        _LOADED["first_boot"] = mod
+    return _LOADED["first_boot"]
+
+
+def check_logins(conf):
+    return first_boot().check_logins(conf, collection_util)
+
+
 CHECKS = [
     ("module_file", check_module_file),
     ("account_stack", check_account_stack),
@@ -748,6 +767,7 @@ CHECKS = [
     ("slurmd", check_slurmd),
     ("stepd_sockets", check_stepd_sockets),
     ("explain", check_explain),
+    ("logins", check_logins),
 ]
 SLURM_CHECKS = ("slurm_config", "slurmd", "stepd_sockets", "explain")
 
@@ -762,6 +782,8 @@ def run_checks(conf, only=None, skip=()):
         if (only and name not in only) or name in skip:
             continue
         if name in SLURM_CHECKS and not conf.get("check_slurm", True):
+            continue
+        if name == "logins" and not conf.get("first_boot"):
             continue
         try:
             res = func(conf)
@@ -1154,10 +1176,14 @@ def main(argv=None):
         # (no explain probe), and slurmd itself is the caller (at its start it
         # does not answer yet)
         skip = {"slurmd", "explain"}
+        if conf.get("first_boot"):
+            skip |= first_boot().skip_in_drain(conf)
     else:
         skip = set()
     started = time.time()
     results = run_checks(conf, args.only, skip)
+    if conf.get("first_boot"):
+        results = first_boot().settle(conf, results)
     status = overall(results)
     report = {"node": nodename(conf), "status": status, "checks": results,
               "seconds": round(time.time() - started, 3)}
