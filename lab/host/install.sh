@@ -16,6 +16,7 @@ PKGS=(
     rsyslog procps python3 util-linux passwd iproute2
     gcc libc6-dev libpam0g-dev   # tests/node/pam_call.c, the direct PAM driver of the node tests
     prometheus-node-exporter     # tests/unit/test_drift_metrics.py scrapes the drift check's metrics from it
+    debootstrap                  # the PAM corpus chroots (lab/pamcorpus) and the image-mode root (lab/image)
 )
 
 missing=()
