@@ -396,7 +396,7 @@ import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_edit import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_edit import (
     ADOPT_OPTION_NAMES, CLIENT_MODULE, PlanError, plan_present, plan_absent, commit, adopt_rule_words, module_exists,
     _fsync_dir,
 )

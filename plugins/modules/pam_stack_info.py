@@ -173,13 +173,13 @@ problems:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_stack import (
     FileSource, effective_stack, analyse_account, reachable_files, is_adopt_rule,
 )
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_health import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_health import (
     GuardError, admin_access_report, fail_open_report, probe_report,
 )
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_guard import site_facts
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_guard import site_facts
 
 SESSION_MODULES = ('pam_systemd.so', 'pam_elogind.so')
 

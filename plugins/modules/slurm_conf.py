@@ -145,7 +145,7 @@ import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.common.text.converters import to_bytes, to_native
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.slurm_conf import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._slurm_conf import (
     SlurmConf, SlurmConfError)
 
 

@@ -41,8 +41,8 @@ import yaml
 
 import _pam_eval
 import pam_eval_harness as H
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit as pe
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_stack as ps
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_edit as pe
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_stack as ps
 from ansible_collections.hpc.slurm_adopt.plugins.modules import pam_adopt
 
 with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'manifest.yml')) as _handle:

@@ -138,9 +138,9 @@ def _problems(pamd, **more):
 
 
 def test_the_check_uses_the_collections_pam_parser():
-    """One source of PAM semantics: the check runs plugins/module_utils/pam_stack.py."""
+    """One source of PAM semantics: the check runs plugins/module_utils/_pam_stack.py."""
     assert os.path.realpath(check.pam_stack().__file__) == os.path.join(
-        REPO, "plugins", "module_utils", "pam_stack.py")
+        REPO, "plugins", "module_utils", "_pam_stack.py")
 
 
 def test_debian_stack_with_adopt_last_is_clean(tmp_path):

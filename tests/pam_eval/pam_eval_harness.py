@@ -326,7 +326,7 @@ def property_check(before, after, service='sshd'):
 
 
 # --------------------------------------------------------------------------
-# Today's editor (plugins/module_utils/pam_edit.py), for the property runs
+# Today's editor (plugins/module_utils/_pam_edit.py), for the property runs
 
 
 def import_collection():
@@ -368,7 +368,7 @@ def apply_editor(root, **overrides):
     """plan_present + commit on the tree at ``root`` (a copy: it is
     changed).  Returns the plan, or raises pam_edit.PlanError."""
     import_collection()
-    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_edit as pam_edit
     params = editor_params(root, **overrides)
     plan = pam_edit.plan_present(params)
     pam_edit.commit(params, plan, 'present')
@@ -406,7 +406,7 @@ def editor_property(pamd, workdir, standin, vendor=None, security=None, scenario
     ``refused`` (the editor's PlanError text, or None), ``violations``
     (property_check), ``before``/``after`` (result lists), ``plan``."""
     import_collection()
-    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_edit as pam_edit
     before = stage_tree(os.path.join(workdir, 'before'), pamd, security=security, vendor=vendor)
     after = stage_tree(os.path.join(workdir, 'after'), pamd, security=security, vendor=vendor)
     out = {'refused': None, 'violations': [], 'plan': None, 'before': None, 'after': None}

@@ -17,7 +17,7 @@ add --sudo for a non-root user).  Settings come from the environment:
 
 The expected module checksums are those of the collection this file is part
 of (roles/adopt_module/files).  The PAM files are read from the node and
-parsed with the collection's one PAM parser (plugins/module_utils/pam_stack.py,
+parsed with the collection's one PAM parser (plugins/module_utils/_pam_stack.py,
 through the drift check's analysis).  Whether the module loads and decides is
 asked of the node's libpam through su, in a private mount namespace with a
 scratch /etc/pam.d (a temporary directory, removed afterwards): no PAM

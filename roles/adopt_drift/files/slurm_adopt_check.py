@@ -41,7 +41,7 @@ expected checksums, the PAM service, the rules allowed after the adopt rule
 pam_systemd absent, and the Slurm flags that must be set.
 
 PAM files are read with the collection's one PAM parser
-(plugins/module_utils/pam_stack.py, installed next to this script as
+(plugins/module_utils/_pam_stack.py, installed next to this script as
 slurm_adopt_pam_stack.py): the editor, pam_stack_info, this check and the
 testinfra suite agree on what a stack does.
 """
@@ -111,7 +111,7 @@ DEFAULTS = {
 
 
 # ---------------------------------------------------------------------------
-# PAM configuration: the collection's one parser (plugins/module_utils/pam_stack.py),
+# PAM configuration: the collection's one parser (plugins/module_utils/_pam_stack.py),
 # installed next to this script as slurm_adopt_pam_stack.py
 # ---------------------------------------------------------------------------
 
@@ -122,7 +122,7 @@ DEFAULTS = {
 # imports are answered with these copies, without touching sys.modules.
 PAM_STACK_NAME = "slurm_adopt_pam_stack.py"
 COLLECTION_UTILS = "ansible_collections.hpc.slurm_adopt.plugins.module_utils"
-UTILS = ("pam_stack", "_pam_eval", "pam_guard", "pam_health")
+UTILS = ("_pam_stack", "_pam_eval", "_pam_guard", "_pam_health")
 _LOADED = {}
 
 
@@ -161,13 +161,13 @@ def collection_util(name):
 
 
 def pam_stack(path=None):
-    """The PAM parser (plugins/module_utils/pam_stack.py of the collection)."""
+    """The PAM parser (plugins/module_utils/_pam_stack.py of the collection)."""
     if path and "pam_stack" not in _LOADED:
         spec = importlib.util.spec_from_file_location("slurm_adopt_check_pam_stack", path)
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         _LOADED["pam_stack"] = mod
-    return collection_util("pam_stack")
+    return collection_util("_pam_stack")
 
 
 def pam_source(conf, source=None):
@@ -429,7 +429,7 @@ def check_admin_access(conf):
     reads is there and is what role adopt_pam wrote: a missing access file
     makes pam_access refuse everyone without a job, root included; a
     rewritten one may admit everyone."""
-    report = collection_util("pam_health").admin_access_report(
+    report = collection_util("_pam_health").admin_access_report(
         conf.get("root", "/"), _account(conf), conf.get("pam_state_dir", "/var/lib/slurm-adopt/pam"))
     if report["mode"] is None:
         return OK, "no admin access rule written by role adopt_pam"
@@ -443,7 +443,7 @@ def check_bypass(conf):
     (a pam_access whose rules admit everyone, pam_listfile with
     onerr=succeed on a missing list or sense=deny, a uid bound that reaches
     the site's first regular uid, a plain short-circuit)."""
-    found = collection_util("pam_health").fail_open_report(conf.get("root", "/"), _account(conf))
+    found = collection_util("_pam_health").fail_open_report(conf.get("root", "/"), _account(conf))
     if found:
         return FAIL, "; ".join("%s:%d %s: %s" % (f["file"], f["line"], f["text"].strip(), f["why"]) for f in found)
     return OK, "no rule before the adopt rule lets a user without a job in"

@@ -6,7 +6,7 @@ Linux-PAM 1.5.2 and on Debian sid's 1.7.0 (image-root mode, the pam-corpus
 sid chroot); where the two differ, the case says so.
 
 Then, for each point, whether our parser and editor
-(plugins/module_utils/pam_stack.py, pam_edit.py) agree with libpam.  Where
+(plugins/module_utils/_pam_stack.py, pam_edit.py) agree with libpam.  Where
 they do not, the agreement test is marked ``xfail(strict=True)`` with the
 disagreement in its reason: it turns into a failure (XPASS) once the parser
 is fixed, and the mark must then go.
@@ -237,7 +237,7 @@ def test_elogind_is_called_like_any_session_module(host):
 # Does our parser / editor agree?
 
 def _parser(tree):
-    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_stack
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_stack as pam_stack
     return pam_stack, pam_stack.FileSource(root=tree)
 
 
@@ -270,7 +270,7 @@ def test_parser_plain_missing_include_fails_the_stack(parser, host):
 
 
 def _dash_plan(tmp_path, harness, control):
-    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_edit as pam_edit
     root = harness.stage_tree(str(tmp_path / 'root'), os.path.join(REPO, 'tests', 'fixtures', 'pamd', 'debian12'))
     mode = {'required': dict(admin_access='pam_listfile', listfile_users=['root', harness.CLASSES['ansible']['name']]),
             'sufficient': dict(admin_access='pam_access')}[control]

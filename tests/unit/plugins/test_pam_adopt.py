@@ -1,4 +1,4 @@
-"""pam_adopt (module + module_utils/pam_edit) on real distribution trees:
+"""pam_adopt (module + module_utils/_pam_edit) on real distribution trees:
 placement, includes turned into substacks, placeholders, the admin access
 file, idempotence, check mode/diff, lockout guards (static and real libpam),
 writes through atomic_move with rollback, and byte-identical removal.
@@ -14,9 +14,9 @@ import pytest
 
 from conftest import DISTROS, snapshot
 from ansible.module_utils.testing import patch_module_args
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit as pe
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_guard as pg
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_stack as ps
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_edit as pe
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_guard as pg
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_stack as ps
 from ansible_collections.hpc.slurm_adopt.plugins.modules import pam_adopt, pam_stack_info
 from pam_nodes import ANSIBLE_USER, FAKE_MODULES, add_users, missing_modules, node, read, synthetic, write
 

@@ -1,4 +1,4 @@
-"""module_utils/pam_guard: the "no job" model of the adopt rule and the
+"""module_utils/_pam_guard: the "no job" model of the adopt rule and the
 placeholder, checked against the real libpam; the site's users and uids read
 from the tree; the staged trees the guard evaluates.
 
@@ -14,8 +14,8 @@ import subprocess
 
 import pytest
 
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_guard as pg
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_stack as ps
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_guard as pg
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_stack as ps
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_eval import evaluate
 from pam_nodes import write
 

@@ -1,11 +1,11 @@
-"""The Linux-PAM parser, resolver and stack analysis (module_utils/pam_stack)."""
+"""The Linux-PAM parser, resolver and stack analysis (module_utils/_pam_stack)."""
 
 import os
 
 import pytest
 
 from conftest import DISTROS, FIXTURES, make_root  # noqa: F401  (conftest sets sys.path)
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_stack as ps
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_stack as ps
 
 
 def tree(tmp_path, files):

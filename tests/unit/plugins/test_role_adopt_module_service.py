@@ -238,7 +238,7 @@ def test_client_dir_defaults_to_the_pam_module_directory(site):
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # tests/unit
 
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_eval  # noqa: E402
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import pam_edit, pam_guard, pam_stack  # noqa: E402
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _pam_edit as pam_edit, _pam_guard as pam_guard, _pam_stack as pam_stack  # noqa: E402
 from test_service_support import MSG_NO_JOBS, UID, USER, Node  # noqa: E402
 
 MARK = 'the-stack-went-on-after-the-client'

@@ -1,11 +1,11 @@
-"""plugins/module_utils/slurm_conf.py: parsing and minimal edits of slurm.conf files."""
+"""plugins/module_utils/_slurm_conf.py: parsing and minimal edits of slurm.conf files."""
 
 import os
 import shutil
 
 import pytest
 
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils import slurm_conf as sc
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils import _slurm_conf as sc
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "slurm_conf")
 

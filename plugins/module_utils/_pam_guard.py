@@ -34,7 +34,7 @@ import shutil
 import tempfile
 import threading
 
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_stack import (
     FileSource, PAM_TYPES, effective_stack, is_adopt_rule, keyword_table, parse, rooted, resolve_host,
 )
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_eval import (
@@ -241,7 +241,7 @@ def model_line(line, acting=True):
 
 
 def _control_text(acts):
-    from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import render_control
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_stack import render_control
     return render_control(acts)
 
 

@@ -5,7 +5,7 @@
 
 Nothing here writes until :func:`commit` is called with a complete plan:
 every file is computed first, the result is re-parsed and validated (and
-judged by the real libpam, module_utils/pam_guard), and only then written
+judged by the real libpam, module_utils/_pam_guard), and only then written
 (one file after the other through a writer, the files already written put
 back if a later write fails).  Originals are kept under a state directory
 so that ``state=absent`` can restore them byte for byte.
@@ -43,12 +43,12 @@ import os
 import re
 import tempfile
 
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_stack import (
     MARK, ADDED_TAG_RE, DISABLED_RE, BLOCK_BEGIN, BLOCK_END, RETURN_VALUES,
     FileSource, PamFile, resolve_host, effective_stack, analyse_account, reachable_files,
     is_adopt_rule, classify_terminator, render_control, succeed_if_uid_limit,
 )
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_guard import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_guard import (
     GuardError, SiteFacts, lockout_guard, evaluator_ready, PROBE_USER,
 )
 

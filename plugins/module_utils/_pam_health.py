@@ -17,7 +17,7 @@ Standard library only, Python 3.6+, no Ansible imports.
   ``pam_succeed_if uid < N`` / ``pam_usertype issystem`` reaching the
   site's first regular uid, a plain short-circuit).
 * :func:`probe_report`: the same question asked of the real libpam with a
-  probe user (module_utils/pam_guard, needs root).
+  probe user (module_utils/_pam_guard, needs root).
 """
 
 from __future__ import absolute_import, division, print_function
@@ -26,10 +26,10 @@ __metaclass__ = type
 import json
 import os
 
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_stack import (
     analyse_account, effective_stack, rooted, succeed_if_uid_limit,
 )
-from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_guard import (
+from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_guard import (
     GuardError, PROBE_USER, site_facts, lockout_guard,
 )
 
@@ -206,7 +206,7 @@ def probe_report(root, services, facts=None, pamd_dir='/etc/pam.d', vendor_dir='
     user, adopt rules modelled as "no job") gets through the account stack
     of ``services`` as the node is now.  Returns dict(let_in=[services],
     probe={...}) or raises GuardError."""
-    from ansible_collections.hpc.slurm_adopt.plugins.module_utils.pam_stack import FileSource
+    from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_stack import FileSource
     facts = facts or site_facts(root)
     src = FileSource(root, pamd_dir, vendor_dir)
     result = lockout_guard(root, None, {}, src, src, list(services), [], facts, pamd_dir, vendor_dir)
