@@ -80,6 +80,27 @@ def loadavg():
         return [float(x) for x in handle.read().split()[:3]]
 
 
+def container_cpu(label="slurm-adopt-lab=scale"):
+    """{container name: CPU seconds used so far} of the lab's containers, from
+    their cpuacct cgroups (cgroup v1, podman's libpod_parent layout); {} when
+    that layout is not there."""
+    out = subprocess.run(["podman", "ps", "--no-trunc", "--filter", "label=" + label,
+                          "--format", "{{.ID}} {{.Names}}"], stdout=subprocess.PIPE,
+                         universal_newlines=True, check=False).stdout
+    usage = {}
+    for line in out.splitlines():
+        cid, _, name = line.partition(" ")
+        for pattern in ("/sys/fs/cgroup/cpuacct/libpod_parent/libpod-%s/cpuacct.usage",
+                        "/sys/fs/cgroup/cpuacct/machine.slice/libpod-%s.scope/cpuacct.usage"):
+            try:
+                with open(pattern % cid) as handle:
+                    usage[name] = int(handle.read()) / 1e9
+                break
+            except OSError:
+                continue
+    return usage
+
+
 def run_playbook(args, collections, playbook, tag, extra):
     """ansible-playbook with the timing callback; returns the summary."""
     raw = os.path.join(args.results, tag + ".timing.json")
@@ -105,6 +126,7 @@ def run_playbook(args, collections, playbook, tag, extra):
     argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory,
             "hpc.slurm_adopt." + playbook] + extra + list(args.extra)
     load_before = loadavg()
+    nodes_before = container_cpu()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.time()
     with open(log, "w") as out:
@@ -114,6 +136,9 @@ def run_playbook(args, collections, playbook, tag, extra):
                               check=False)
     wall = time.time() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    nodes_after = container_cpu()
+    node_cpu = {name: round(nodes_after[name] - nodes_before[name], 2)
+                for name in nodes_after if name in nodes_before}
     summary = summarize(raw) if os.path.exists(raw) else {}
     summary.update({
         "n": args.n, "label": args.label, "playbook": playbook, "tag": tag, "rc": proc.returncode,
@@ -121,6 +146,9 @@ def run_playbook(args, collections, playbook, tag, extra):
         "controller_cpu": round((cpu_after.ru_utime - cpu_before.ru_utime)
                                 + (cpu_after.ru_stime - cpu_before.ru_stime), 2),
         "loadavg_before": load_before, "loadavg_after": loadavg(),
+        "container_cpu": node_cpu,
+        "compute_cpu_per_node": round(statistics.median([v for k, v in node_cpu.items() if "-node" in k]), 2)
+        if any("-node" in k for k in node_cpu) else None,
         "forks": forks, "pipelining": args.pipelining, "env": args.env, "extra": extra + list(args.extra),
         "ref": args.ref or "working tree", "log": os.path.relpath(log, args.results),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -137,6 +165,8 @@ def _stats(values):
             "max": round(max(values), 2)}
 
 
+# The plays of site.yml and healthcheck.yml that work on the compute nodes (in batches)
+NODE_PLAYS = ("Roll pam_slurm_adopt out", "Check pam_slurm_adopt on every compute node")
 COMPUTE_PREFIX = "saf-scale-node"   # the compute nodes' inventory names (lab/fleet/scale.sh)
 
 
@@ -240,23 +270,27 @@ def cmd_report(args):
              "Machine: %(cpus)d CPUs, %(memory_gb)s GB, kernel %(kernel)s; the controller (ansible-playbook) and "
              "every node container share these CPUs." % machine, "",
              "| label | N | playbook | phase | wall s | batches (hosts: s) | tasks/node run (remote) | skipped/node "
-             "| task s/node (median) | s/node | controller CPU s | changed | forks | pipelining | load before |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| task s/node (median) | s/node | controller CPU s | node CPU s/node | changed | forks | pipelining "
+             "| load before |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in runs:
         node = r.get("node") or {}
         phase = r["tag"].split("-n%d-" % r["n"], 1)[-1]
         batches = ", ".join("%d: %.0f" % (b["compute_hosts"], b["seconds"]) for b in r.get("batches", [])
-                            if b["compute_hosts"])
-        lines.append("| %s | %d | %s | %s | %.1f | %s | %s (%s) | %s | %s | %.2f | %.1f | %s | %d | %s | %.1f |" % (
+                            if b["play"].startswith(NODE_PLAYS))
+        lines.append("| %s | %d | %s | %s | %.1f | %s | %s (%s) | %s | %s | %.2f | %.1f | %s | %s | %d | %s | %.1f |" % (
             r["label"], r["n"], r["playbook"], phase, r["wall"], batches,
             _m(node.get("tasks")), _m(node.get("remote_tasks")), _m(node.get("skipped")),
             _m(node.get("task_seconds")), r["wall"] / max(1, r["n"]), r["controller_cpu"],
+            "-" if r.get("compute_cpu_per_node") is None else "%.2f" % r["compute_cpu_per_node"],
             r.get("changed", "?"), r["forks"], r["pipelining"], r["loadavg_before"][0]))
     lines += ["", "Columns: *wall* around ansible-playbook; *batches*: the compute hosts of each batch of the "
-              "plays that reach compute nodes and the batch's seconds; *tasks/node*: tasks that ran on a compute "
+              "play that works on the compute nodes (site.yml: the rollout, in its batches; healthcheck.yml: the checks) "
+              "and its seconds; *tasks/node*: tasks that ran on a compute "
               "node (not skipped), in brackets those that connect to it; *task s/node*: the sum of one node's "
               "task durations (median over the nodes); *s/node*: wall / N; *controller CPU*: user+sys of "
-              "ansible-playbook and its children; *load before*: 1-minute load average when the run started.", ""]
+              "ansible-playbook and its children; *node CPU*: CPU seconds one compute node's container used during the "
+              "run (median; its cpuacct cgroup); *load before*: 1-minute load average when the run started.", ""]
     for r in runs:
         if r.get("top_tasks") and r["playbook"] in ("site", "healthcheck"):
             lines.append("### %s, N=%d, %s: tasks by total time over the compute nodes" % (r["label"], r["n"], r["tag"]))
