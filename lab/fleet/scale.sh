@@ -42,6 +42,8 @@ SIZES=${SCALE_SIZES:-2 4 8 16}
 CANARY=${SCALE_CANARY:-1}
 BATCH=${SCALE_BATCH:-100%}
 KEY_USERS=(fleetalice fleetbob fleetadmin fleetops root)
+# lab/fleet/scale-pull.sh sources this file and sets these before `up`
+UP_MOUNTS=()
 
 slog() { printf 'scale: %s\n' "$*" >&2; }
 ip_of_index() { echo "$SUBNET.$((10 + $1))"; }     # 0: the controller, i: node<i>
@@ -85,7 +87,7 @@ down() {
 up() {
     local n=$1 img t0=$SECONDS i args=() name h
     if ! [[ $n =~ ^[1-9][0-9]*$ ]] || [ "$n" -gt 200 ]; then die "N must be 1..200, got '$n'"; fi
-    img=$(image)
+    img=${UP_IMAGE:-$(image)}
     down
     podman network create --internal --subnet "$SUBNET.0/24" "$SNET" >/dev/null
     # one /etc/slurm for all, as over NFS: a directory of this machine, bind-mounted
@@ -100,7 +102,7 @@ up() {
         if [ "$i" = 0 ]; then name=$CTL h=ctl; else name=$PREFIX-node$i h=node$i; fi
         podman run -d --name "$name" --hostname "$h" --network "$SNET" --ip "$(ip_of_index "$i")" "${args[@]}" \
             --label "$LABEL" --runtime runc --privileged --systemd=always --cgroupns=private \
-            -v "$SSTATE/slurm-etc:/etc/slurm" \
+            -v "$SSTATE/slurm-etc:/etc/slurm" "${UP_MOUNTS[@]}" \
             --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 \
             "$img" >/dev/null
     done
@@ -142,7 +144,8 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ProctrackType=proctrack/cgroup
-TaskPlugin=task/affinity
+TaskPlugin=${UP_TASKPLUGIN:-task/affinity}
+${UP_PROLOGFLAGS:+PrologFlags=$UP_PROLOGFLAGS}
 JobAcctGatherType=jobacct_gather/none
 MpiDefault=none
 ReturnToService=2
@@ -190,20 +193,22 @@ report() {
         --json "$REPO/benchmarks/fleet_scale.json" --md "$REPO/benchmarks/fleet_scale.md"
 }
 
-case ${1:-run} in
-    up) up "${2:?usage: scale.sh up N}" ;;
-    down) down ;;
-    bench) n=${2:?usage: scale.sh bench N [options]}; shift 2; bench "$n" "$@" ;;
-    report) report ;;
-    image) image ;;
-    run)
-        status=0
-        for n in $SIZES; do
-            up "$n"
-            bench "$n" || status=1
-        done
-        [ "${SCALE_KEEP:-0}" = 1 ] || down
-        report
-        exit $status ;;
-    *) sed -n '2,26p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
-esac
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    case ${1:-run} in
+        up) up "${2:?usage: scale.sh up N}" ;;
+        down) down ;;
+        bench) n=${2:?usage: scale.sh bench N [options]}; shift 2; bench "$n" "$@" ;;
+        report) report ;;
+        image) image ;;
+        run)
+            status=0
+            for n in $SIZES; do
+                up "$n"
+                bench "$n" || status=1
+            done
+            [ "${SCALE_KEEP:-0}" = 1 ] || down
+            report
+            exit $status ;;
+        *) sed -n '2,26p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+    esac
+fi
