@@ -75,7 +75,13 @@ image() {
 
 # ----------------------------------------------------------------- down
 down() {
-    local ids
+    local ids s
+    # Ansible's ssh masters (ControlPersist) of this lab: gone with it, so that
+    # the next lab's containers, on the same addresses, get fresh connections
+    for s in "$SSTATE"/cp/*/*; do
+        if [ -S "$s" ]; then ssh -o ControlPath="$s" -O exit lab >/dev/null 2>&1 || true; fi
+    done
+    rm -rf "$SSTATE/cp"
     ids=$(podman ps -a -q --filter "label=$LABEL")
     # shellcheck disable=SC2086  # one id a word
     [ -z "$ids" ] || podman rm -f -t 2 $ids >/dev/null
@@ -123,6 +129,7 @@ up() {
         wait_for "$FLEET_WAIT" idle || { podman exec "$CTL" sinfo -N; die "nodes did not register with slurmctld"; }
     fi
     inventory "$n"
+    date +%s > "$SSTATE/lab-id"
     slog "up in $((SECONDS - t0))s: $(podman exec "$CTL" sinfo -h -o '%D nodes %T')"
 }
 
@@ -185,7 +192,8 @@ bench() {
     [ "$(node_count)" = "$n" ] || die "the lab that is up has $(node_count) compute nodes, not $n (scale.sh up $n)"
     [ -x "$REPO/.venv/bin/ansible-playbook" ] || bash "$REPO/scripts/venv.sh" >/dev/null || die "scripts/venv.sh failed"
     # shellcheck disable=SC2086  # SCALE_BENCH_ARGS: options, one a word
-    python3 "$HERE/scale/scale_bench.py" run --state "$SSTATE" --n "$n" --results "$RESULTS" ${SCALE_BENCH_ARGS:-} "$@"
+    python3 "$HERE/scale/scale_bench.py" run --state "$SSTATE" --n "$n" --results "$RESULTS" \
+        --env "ANSIBLE_SSH_CONTROL_PATH_DIR=$SSTATE/cp/$(cat "$SSTATE/lab-id")" ${SCALE_BENCH_ARGS:-} "$@"
 }
 
 report() {
