@@ -307,6 +307,61 @@ def cmd_report(args):
     return 0
 
 
+# ---------------------------------------------------------------- projection
+PLAY1_CPU_PER_HOST = 0.052
+def project(run, nodes, forks, canary, batch_pct, cores):
+    """Hours a site.yml run over `nodes` would take, from one measured first
+    run (the scale lab's N nodes, canary 1 then the rest):
+
+      L  one node's chain alone (the canary batch of the measured run);
+      c  the controller's CPU per node over the whole run (ansible-playbook and
+         its children: workers, ssh);
+    and a batch of b nodes takes max(L * ceil(b / forks), c * b / cores): as
+    long as one wave of `forks` nodes is the bound, waves follow each other;
+    once the controller's CPU is, its cores are.  The nodes' own work runs on
+    their own CPUs.  The plays outside the batches (play 2 on every Slurm host
+    at once, the login/controller check, HealthCheckProgram) take their
+    measured time once per wave of forks; play 1 its CPU per host
+    (PLAY1_CPU_PER_HOST)."""
+    canary_s = [b["seconds"] for b in run["batches"] if b["play"].startswith(NODE_PLAYS)][0]
+    c = run["controller_cpu"] / run["n"]
+    rollout = sum(b["seconds"] for b in run["batches"] if b["play"].startswith(NODE_PLAYS))
+    other_s = run["playbook_seconds"] - rollout           # plays 1, 2, 4-6 of the measured run
+    sizes = [min(canary, nodes)]
+    size = max(1, int(nodes * batch_pct / 100.0))
+    while sum(sizes) < nodes:
+        sizes.append(min(size, nodes - sum(sizes)))
+    total = 0.0
+    for b in sizes:
+        total += max(canary_s * -(-b // forks), c * b / cores)
+    # the other plays: their measured time (N nodes, one wave) once per wave of forks
+    total += other_s * -(-nodes // forks)
+    # play 1 runs once, in one process: its CPU per host, measured on 100-1,000
+    # hosts of an inventory (docs/fleet.md, "Scale")
+    total += PLAY1_CPU_PER_HOST * nodes
+    return {"nodes": nodes, "forks": forks, "batches": len(sizes), "batch": size, "cores": cores,
+            "hours": round(total / 3600.0, 2), "L": round(canary_s, 1), "c": round(c, 2)}
+
+
+def cmd_project(args):
+    with open(args.json) as handle:
+        runs = json.load(handle)["runs"]
+    picks = [r for r in runs if r["label"] == args.label and r["n"] == args.n and r["tag"].endswith("-site1")]
+    if not picks:
+        print("scale: no site1 run with label %s and N=%d in %s" % (args.label, args.n, args.json))
+        return 1
+    run = picks[-1]
+    print("| nodes | forks | batches (size) | controller cores | hours |")
+    print("|---|---|---|---|---|")
+    for nodes in (1000, 10000):
+        for forks, pct, cores in ((5, 25, 4), (50, 25, 16), (100, 10, 16), (200, 10, 32), (500, 10, 64)):
+            p = project(run, nodes, forks, 1, pct, cores)
+            print("| %d | %d | %d (%d) | %d | %.1f |" % (nodes, forks, p["batches"], p["batch"], cores, p["hours"]))
+    print("\nfrom %s (N=%d): L = %.1f s (one node alone), c = %.2f s controller CPU per node"
+          % (run["tag"], run["n"], p["L"], p["c"]))
+    return 0
+
+
 def _m(stat):
     return "-" if not stat else ("%g" % stat["median"])
 
@@ -329,7 +384,13 @@ def main(argv=None):
     rep.add_argument("--results", required=True)
     rep.add_argument("--json", required=True)
     rep.add_argument("--md", required=True)
+    pro = sub.add_parser("project")
+    pro.add_argument("--json", required=True)
+    pro.add_argument("--label", default="tuned")
+    pro.add_argument("--n", type=int, default=16)
     args = parser.parse_args(argv)
+    if args.cmd == "project":
+        return cmd_project(args)
     if args.cmd == "run":
         args.results = os.path.abspath(args.results)
         args.state = os.path.abspath(args.state)
