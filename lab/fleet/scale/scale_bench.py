@@ -204,6 +204,7 @@ def summarize(raw_path, compute_prefix=COMPUTE_PREFIX):
     stats = raw["stats"]
     return {
         "playbook_seconds": round(raw["ended"] - raw["started"], 2),
+        "controller_main_cpu": raw.get("main_cpu"),
         "batches": batches,
         "compute_nodes": len(compute),
         "node": {key: _stats([v[key] for v in per_node.values()])
@@ -309,16 +310,18 @@ def cmd_report(args):
 
 # ---------------------------------------------------------------- projection
 PLAY1_CPU_PER_HOST = 0.052
-def project(run, nodes, forks, canary, batch_pct, cores):
+def project(run, nodes, forks, canary, batch_pct, cores, main=2.0):
     """Hours a site.yml run over `nodes` would take, from one measured first
     run (the scale lab's N nodes, canary 1 then the rest):
 
       L  one node's chain alone (the canary batch of the measured run);
       c  the controller's CPU per node over the whole run (ansible-playbook and
          its children: workers, ssh);
-    and a batch of b nodes takes max(L * ceil(b / forks), c * b / cores): as
-    long as one wave of `forks` nodes is the bound, waves follow each other;
-    once the controller's CPU is, its cores are.  The nodes' own work runs on
+    and a batch of b nodes takes max(L * ceil(b / forks), c * b / cores,
+    main * b): as long as one wave of `forks` nodes is the bound, waves follow
+    each other; once the controller's CPU is, its cores are; and ansible-
+    playbook's main process handles every result of every host in one Python
+    process (`main`: its CPU per node, which no core count shortens).  The nodes' own work runs on
     their own CPUs.  The plays outside the batches (play 2 on every Slurm host
     at once, the login/controller check, HealthCheckProgram) take their
     measured time once per wave of forks; play 1 its CPU per host
@@ -333,7 +336,7 @@ def project(run, nodes, forks, canary, batch_pct, cores):
         sizes.append(min(size, nodes - sum(sizes)))
     total = 0.0
     for b in sizes:
-        total += max(canary_s * -(-b // forks), c * b / cores)
+        total += max(canary_s * -(-b // forks), c * b / cores, main * b)
     # the other plays: their measured time (N nodes, one wave) once per wave of forks
     total += other_s * -(-nodes // forks)
     # play 1 runs once, in one process: its CPU per host, measured on 100-1,000
@@ -344,21 +347,29 @@ def project(run, nodes, forks, canary, batch_pct, cores):
 
 
 def cmd_project(args):
-    with open(args.json) as handle:
-        runs = json.load(handle)["runs"]
-    picks = [r for r in runs if r["label"] == args.label and r["n"] == args.n and r["tag"].endswith("-site1")]
-    if not picks:
-        print("scale: no site1 run with label %s and N=%d in %s" % (args.label, args.n, args.json))
-        return 1
-    run = picks[-1]
-    print("| nodes | forks | batches (size) | controller cores | hours |")
-    print("|---|---|---|---|---|")
+    """The projection table, from a measured first run (--json) or from given
+    L, c and other-plays seconds (--L, --c, --other: several c for columns)."""
+    if args.json:
+        with open(args.json) as handle:
+            runs = json.load(handle)["runs"]
+        picks = [r for r in runs if r["label"] == args.label and r["n"] == args.n and r["tag"].endswith("-site1")]
+        if not picks:
+            print("scale: no site1 run with label %s and N=%d in %s" % (args.label, args.n, args.json))
+            return 1
+        models = [picks[-1]]
+    else:
+        models = [{"n": 1, "controller_cpu": c, "playbook_seconds": args.L + args.other,
+                   "batches": [{"play": NODE_PLAYS[0], "seconds": args.L}]} for c in args.c]
+    head = " | ".join("hours, c = %.0f s" % (m["controller_cpu"] / m["n"]) for m in models)
+    main = args.main
+    print("| nodes | forks | batches (size) | controller cores | %s |" % head)
+    print("|---|---|---|---|%s" % ("---|" * len(models)))
     for nodes in (1000, 10000):
-        for forks, pct, cores in ((5, 25, 4), (50, 25, 16), (100, 10, 16), (200, 10, 32), (500, 10, 64)):
-            p = project(run, nodes, forks, 1, pct, cores)
-            print("| %d | %d | %d (%d) | %d | %.1f |" % (nodes, forks, p["batches"], p["batch"], cores, p["hours"]))
-    print("\nfrom %s (N=%d): L = %.1f s (one node alone), c = %.2f s controller CPU per node"
-          % (run["tag"], run["n"], p["L"], p["c"]))
+        for forks, pct, cores in ((5, 25, 4), (50, 25, 16), (100, 10, 16), (250, 10, 32), (500, 10, 64)):
+            cells = [project(m, nodes, forks, 1, pct, cores, main) for m in models]
+            print("| %d | %d | %d (%d) | %d | %s |" % (nodes, forks, cells[0]["batches"], cells[0]["batch"], cores,
+                                                   " | ".join("%.1f" % p["hours"] for p in cells)))
+    print("\nL = %.0f s (one node alone), main process %.1f s per node" % (project(models[0], 1, 1, 1, 100, 1)["L"], main))
     return 0
 
 
@@ -385,11 +396,16 @@ def main(argv=None):
     rep.add_argument("--json", required=True)
     rep.add_argument("--md", required=True)
     pro = sub.add_parser("project")
-    pro.add_argument("--json", required=True)
+    pro.add_argument("--json", help="benchmarks/fleet_scale.json (or give --L, --c, --other)")
+    pro.add_argument("--L", type=float, default=60.0, help="one node's chain alone, s")
+    pro.add_argument("--c", type=float, action="append", default=None, help="controller CPU per node, s")
+    pro.add_argument("--other", type=float, default=30.0, help="the plays outside the batches, s")
+    pro.add_argument("--main", type=float, default=2.0, help="ansible-playbook's main process CPU per node, s")
     pro.add_argument("--label", default="tuned")
     pro.add_argument("--n", type=int, default=16)
     args = parser.parse_args(argv)
     if args.cmd == "project":
+        args.c = args.c or [20.0]
         return cmd_project(args)
     if args.cmd == "run":
         args.results = os.path.abspath(args.results)

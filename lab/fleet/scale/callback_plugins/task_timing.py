@@ -14,7 +14,7 @@ Enable with
     ANSIBLE_CALLBACKS_ENABLED=task_timing
     TASK_TIMING_JSON=/path/to/out.json
 
-Output: {"started", "ended", "plays": [{"name", "started", "ended"}],
+Output: {"main_cpu", "started", "ended", "plays": [{"name", "started", "ended"}],
 "events": [{"play", "host", "task", "action", "started", "ended", "status"}],
 "stats": {host: {"ok", "changed", "failures", "unreachable", "skipped", "rescued", "ignored"}}}.
 Times are time.time() on the controller: "started" when the worker for that
@@ -27,6 +27,7 @@ __metaclass__ = type
 
 import json
 import os
+import resource
 import time
 
 from ansible.plugins.callback import CallbackBase
@@ -103,7 +104,11 @@ class CallbackModule(CallbackBase):
         now = time.time()
         if self._plays and self._plays[-1]["ended"] is None:
             self._plays[-1]["ended"] = now
+        own = resource.getrusage(resource.RUSAGE_SELF)
         out = {
+            # CPU of ansible-playbook's main process alone (it handles every
+            # result, in one Python process), not of its workers
+            "main_cpu": round(own.ru_utime + own.ru_stime, 2),
             "started": self._started,
             "ended": now,
             "plays": self._plays,
