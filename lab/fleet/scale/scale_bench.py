@@ -299,8 +299,8 @@ def cmd_report(args):
             lines.append("| task | action | runs | median s | total s |")
             lines.append("|---|---|---|---|---|")
             for t in r["top_tasks"][:8]:
-                lines.append("| %s | %s | %d | %.2f | %.1f |" % (t["task"].replace("|", "/"), t["action"], t["runs"],
-                                                              t["median"], t["total"]))
+                lines.append("| %s | %s | %d | %.2f | %.1f |" % (
+                    t["task"].replace("|", "/"), t["action"], t["runs"], t["median"], t["total"]))
             lines.append("")
     with open(args.md, "w") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -309,7 +309,10 @@ def cmd_report(args):
 
 
 # ---------------------------------------------------------------- projection
+# play 1's controller CPU per host (inventories of 100 to 1,000 hosts; docs/fleet.md, "Scale")
 PLAY1_CPU_PER_HOST = 0.052
+
+
 def project(run, nodes, forks, canary, batch_pct, cores, main=2.0):
     """Hours a site.yml run over `nodes` would take, from one measured first
     run (the scale lab's N nodes, canary 1 then the rest):
@@ -367,8 +370,9 @@ def cmd_project(args):
     for nodes in (1000, 10000):
         for forks, pct, cores in ((5, 25, 4), (50, 25, 16), (100, 10, 16), (250, 10, 32), (500, 10, 64)):
             cells = [project(m, nodes, forks, 1, pct, cores, main) for m in models]
-            print("| %d | %d | %d (%d) | %d | %s |" % (nodes, forks, cells[0]["batches"], cells[0]["batch"], cores,
-                                                   " | ".join("%.1f" % p["hours"] for p in cells)))
+            print("| %d | %d | %d (%d) | %d | %s |" % (
+                nodes, forks, cells[0]["batches"], cells[0]["batch"], cores,
+                " | ".join("%.1f" % p["hours"] for p in cells)))
     print("\nL = %.0f s (one node alone), main process %.1f s per node" % (project(models[0], 1, 1, 1, 100, 1)["L"], main))
     return 0
 
