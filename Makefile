@@ -6,7 +6,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-sid lab-down images unit corpus node checks molecule fleet bench mutation
+.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-sid lab-down images unit corpus node checks molecule fleet scale bench mutation
 
 ## demo: the main job on a lab on this machine: a 4-node podman cluster (controller, two
 ## compute nodes, a login node; real munge + Slurm), the rollout (playbooks/site.yml), the
@@ -100,6 +100,13 @@ molecule: venv images
 
 fleet: venv images
 	bash lab/fleet/test.sh
+
+## scale: the fleet lab with 2, 4, 8 and 16 compute nodes: site.yml (first run, then a second
+## run that must change nothing) and healthcheck.yml, timed per batch, per node and per task
+## (lab/fleet/scale.sh; docs/fleet.md, "Scale"); writes benchmarks/fleet_scale.json and .md.
+## Not part of `make test` (about 25 minutes on 2 CPUs). SCALE_SIZES="16" for one size.
+scale: venv images
+	bash lab/fleet/scale.sh
 
 ## bench: median ssh login time without/with the C module and with ours, and their ratio
 bench: lab-host
