@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 # hpc.slurm_adopt - entry points. Everything runs as root on a Debian 12 machine
 # (the lab is real Slurm, munge, sshd and PAM on this machine; nothing else is touched:
 # the lab's PAM services, users and Slurm config have their own lab* names and paths).

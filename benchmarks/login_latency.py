@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Login cost of the adopt modules, measured on a running test lab.
 
 Times complete ssh logins (``ssh ... true``, key auth, to 127.0.0.1) against

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What the Python module's own code costs, phase by phase, outside sshd.
 
 Each sample is a fresh ``/usr/bin/python3 -I -B`` process (isolated, no

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What the cheap wins on the pam_python path saved, each on its own (issue 11).
 
 Two versions of the module (default: main's, from ``git archive``, and this

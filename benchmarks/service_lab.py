@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The adoption-service interface on a running test lab, set up and torn
 down from the outside (the labs' own scripts are not changed).
 

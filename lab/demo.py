@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The README's main job: on the one-node lab (real Slurm 22.05, munge, sshd,
 PAM on this machine), show what pam_slurm_adopt.py does over real ssh logins,
 next to SchedMD's C module, and print a summary. Exit status 0 only if every

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Drive a slurm-adopt test lab (standard library only).
 
 A lab is described by a state file ``/run/slurm-adopt-lab/<name>.json`` written

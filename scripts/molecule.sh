@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Run the molecule scenarios (delegated driver, podman systemd containers).
 #
 #   scripts/molecule.sh                 # every scenario under molecule/ (debian12 debian13 removal rhel_layout)

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The whole test suite of hpc.slurm_adopt, as `make test` and CI (.ci/run) run it.
 #
 # Stages, in order; every stage runs even when an earlier one failed, and the

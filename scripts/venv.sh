@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Create or refresh the development virtualenv <repo>/.venv (idempotent).
 #
 #   scripts/venv.sh            # prints the venv path on stdout (last line)

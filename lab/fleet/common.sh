@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Shared names of the fleet lab (sourced by up.sh, down.sh, test.sh, demo.sh).
 # shellcheck shell=bash
 # shellcheck disable=SC2034

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The fleet demo: bring up a four-node Slurm cluster in podman containers
 # (controller, two compute nodes, a login node; real munge, Slurm 22.05, sshd,
 # PAM), roll pam_slurm_adopt out with playbooks/site.yml (canary, lockout

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The fleet tests, start to finish: a fresh multi-node lab (up.sh), the
 # pytest scenario in tests/fleet against it, then the lab is removed
 # (FLEET_KEEP=1 keeps it for a look).  Exit status: pytest's.

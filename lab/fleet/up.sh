@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Bring up the fleet lab: four systemd containers on an internal podman
 # network with real munge and Slurm 22.05 (Debian 12):
 #

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Stop what lab/host/up.sh started: cancel lab jobs, stop the four sshds,
 # slurmd and slurmctld; then munged and rsyslogd, but only if up.sh started
 # them and no other lab (/run/slurm-adopt-lab/*.json) is still up.

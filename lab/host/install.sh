@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Install everything the host lab needs on a fresh Debian 12 (bookworm).
 # Idempotent and non-interactive. Packages only: no daemons are started here
 # (see up.sh), and no configuration outside the lab is changed.

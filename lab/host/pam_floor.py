@@ -1,4 +1,5 @@
 # -*- coding: utf-8 -*-
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The "pam_python floor" of the host lab (sshd-lab-floor, 127.0.0.1:2204).
 
 An account module that does nothing: pam_python loads it exactly as it

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Bring up the single-node host lab: munge, a syslog sink, a self-contained
 # Slurm 22.05 (slurmctld + slurmd, own slurm.conf under the lab dir), test
 # users with ssh keys, and four sshd instances on 127.0.0.1 with their own

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build (or find) the cached root file system of a stateless compute node
 # image, as a site builds one for Warewulf 4 or an OpenHPC recipe
 # (docs/images.md): Debian 12 with systemd, OpenSSH, munge, slurmd 22.05,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build the local podman images of systemd Slurm compute nodes (no registry here).
 #
 #   lab/images/build.sh [bookworm|trixie ...]    # default: both

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # The .debs that install the real authselect 1.8 on a Debian 12 node (the
 # rhel_layout molecule scenario):
 #

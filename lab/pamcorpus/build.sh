@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build the PAM corpus of tests/corpus: the cached Debian chroots with the real
 # generators (lab/pamcorpus/chroot.sh: bookworm, trixie, sid), then every tree
 # of tests/corpus/manifest.yml rendered into OUT (lab/pamcorpus/render.py).

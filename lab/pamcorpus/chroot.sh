@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build (or find) the cached Debian chroot of one suite that holds the real PAM
 # configuration generators for the corpus (tests/corpus):
 #

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Render every tree of the PAM corpus (tests/corpus/manifest.yml) into OUT.
 
     render.py --out DIR [--only NAME ...] [--force]

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build the Debian sid (unstable) chroot holding Slurm 26.05 for the third lab node.
 # The mirror may serve a dated sid snapshot whose Release file has expired: apt inside
 # the chroot runs with Acquire::Check-Valid-Until=false (lab-recipes.md).

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Shared settings for the sid (Slurm 26.05, Debian unstable) lab. Sourced by build.sh, up.sh, down.sh.
 # The same recipe as lab/trixie/ (see its README), with its own root, ports and lock.
 # shellcheck shell=bash

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Stop the sid lab: every process whose root is the chroot, then the chroot's mounts.
 # Idempotent, bounded. Only mounts strictly below ROOT are touched (deepest first, lazily);
 # the host's /proc, /sys and /dev are never unmounted. Leftover empty cgroup v1 directories

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Bring up the sid (Slurm 26.05) lab node in its chroot (same recipe as lab/trixie/up.sh). Idempotent; every wait is bounded.
 #
 #   mounts  : /proc (proc), /sys (rbind, rslave: cgroup v1 hierarchies included),

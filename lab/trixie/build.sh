@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build the Debian 13 (trixie) chroot holding Slurm 24.11 for the second lab node.
 #
 # Idempotent:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Shared settings for the trixie (Slurm 24.11) lab. Sourced by build.sh, up.sh, down.sh.
 # shellcheck shell=bash
 # shellcheck disable=SC2034  # variables are used by the scripts that source this file

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Remove stale slurmstepd sockets of one node (standard library only).
 
 Usage: prune_stale_sockets.py SPOOL_DIR NODENAME [--dry-run]

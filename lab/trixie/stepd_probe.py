@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Probe a slurmstepd Unix socket (standard library only) and print what it answers.
 
 Usage: stepd_probe.py SOCKET [--version 0x2A00] [--pid PID]

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Minimal syslog sink for the trixie lab chroot (standard library only).
 
 Listens on an AF_UNIX datagram socket (default /dev/log, i.e. the chroot's own /dev/log,

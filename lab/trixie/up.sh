@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Bring up the trixie (Slurm 24.11) lab node in its chroot. Idempotent; every wait is bounded.
 #
 #   mounts  : /proc (proc), /sys (rbind, rslave: cgroup v1 hierarchies included),

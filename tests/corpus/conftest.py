@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fixtures of the PAM corpus test (tests/corpus/test_corpus.py).
 
 The corpus is built by lab/pamcorpus/build.sh (cached Debian chroots with the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Print the corpus table (markdown) from tests/corpus/manifest.yml and the
 results of the last corpus run (build/pamcorpus-results.json, written by
 tests/corpus/test_corpus.py):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The PAM corpus through the editor and the real libpam (issue 8).
 
 For every tree of tests/corpus/manifest.yml (rendered by lab/pamcorpus/build.sh):

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A fake slurmstepd: the Unix-socket protocol of src/slurmd/slurmstepd/req.c.
 
 Used for protocol versions that cannot run on this machine (23.02 ... 26.05)

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The fleet scenario on the podman lab (lab/fleet): one controller, two
 compute nodes, one login node, real munge, Slurm 22.05, sshd and PAM, one
 slurm.conf shared by all four (a volume, as over NFS), and the inventory a

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Helpers of the image-mode tests (issue 12, part 1): the image root of
 lab/image/build.sh, copied per test module; ansible-playbook with
 playbooks/image.yml against it; a manifest of every file for byte-for-byte

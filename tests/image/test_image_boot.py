@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Image mode, booted (issue 12, part 1, test steps 3 and 4): the image root of
 lab/image/build.sh with the roles applied in image mode boots as a systemd
 container (podman --rootfs) in the fleet lab (lab/fleet), as compute node

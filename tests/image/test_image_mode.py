@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Image mode (issue 12, part 1) on a real Debian 12 node image root
 (lab/image/build.sh: debootstrap, systemd, OpenSSH, munge, slurmd,
 libpam-python, python3, the fleet lab's users), without booting it:

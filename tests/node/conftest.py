@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fixtures for the node tests: real Slurm, real sshd, real PAM.
 
 Each test runs against every lab: ``host`` (Debian 12, Slurm 22.05),

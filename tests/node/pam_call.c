@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /*
  * pam_call: one PAM account transaction, for the node tests only (never
  * shipped). It makes no decision: it calls the real libpam and prints what

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """A direct PAM call in a lab, for what sshd hides: the PAM return code, the
 PAM environment, the messages and the syslog lines of one account
 transaction, through SchedMD's C module or ours, in the same run.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Python module on a real node: adoption, denial, callerid, cleanup."""
 
 import pytest

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Differential: the same scenarios through SchedMD's C module (the oracle,
 Debian's libpam-slurm-adopt) and through ours, in the same run, on the same
 node and jobs. Outcomes compared: allowed or not, the job the session landed

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Faults on a real node: each gives the configured action within a bounded
 time and a log line of the module that says what happened, and each test
 shows that the fault was really there (the daemon stopped, the stepd

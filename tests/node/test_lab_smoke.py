@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Smoke tests of the real single-node lab (lab/host/up.sh), using only the
 plain sshd and SchedMD's C pam_slurm_adopt (the oracle).
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Differential through a direct PAM call (tests/node/pamdrv.py): what sshd
 hides. Each scenario runs through SchedMD's C module (the oracle, the
 lab's own libpam-slurm-adopt) and through ours, in the same run, on the same

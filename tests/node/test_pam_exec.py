@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The pam_exec fallback on a real node: the helper adopts its parent, the
 sshd process; denials reach the user through pam_exec's `stdout` option."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The differential suite of tests/node/test_pam_differential.py, through the
 service interface: every scenario runs through SchedMD's C module (the
 oracle) and through the C client + adoption service, in the same run, on the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The service interface on the real labs (Slurm 22.05 host, 24.11 trixie,
 26.05 sid): a real sshd loads the C client (pam_slurm_adopt_client.so), which
 asks the adoption service, or runs the fallback child. Set up next to each

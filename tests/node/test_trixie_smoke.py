@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Smoke tests of the trixie lab node (Slurm 24.11 in a chroot, lab/trixie/up.sh).
 
 Only the plain sshd (2301) and SchedMD's C pam_slurm_adopt from Debian 13 (2302) are used,

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: GPL-3.0-or-later
 # What the real-libpam evaluator's tests need on a fresh Debian 12, as root:
 # gcc and the Linux-PAM headers (the test-only stand-in module is compiled at
 # test time), libnss-extrausers (directory users that resolve through NSS but

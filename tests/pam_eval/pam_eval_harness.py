@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Test harness around the real-libpam evaluator (plugins/module_utils/_pam_eval.py).
 
 Test-only; never shipped.  What it adds to the evaluator:

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 8's property on the fixture trees through today's editor, as a report.
 
     .venv/bin/python tests/pam_eval/property_report.py [TREE ...]   # default: every tests/fixtures/pamd tree

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /* Test-only PAM stand-in module (never shipped).  It makes no decisions:
  * it answers what $PAM_EVAL_DIR/answers says for (its own file name, the
  * PAM function, the user, whether an argument contains "slurm_adopt"), one

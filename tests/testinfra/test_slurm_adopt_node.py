@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The health checks of playbooks/healthcheck.yml as a testinfra suite, for a
 site to run against its own compute nodes:
 

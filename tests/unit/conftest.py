@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Unit tests of the node-side module: import it from where the role ships it."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Summarise `mutmut results --all true` (make mutation): the score per
 module and overall, and the surviving mutants. Not a test module."""
 

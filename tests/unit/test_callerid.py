@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Finding the ssh connection and the REQUEST_NETWORK_CALLERID wire format."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """roles/adopt_module/files/compile_package.py: byte-compiles what is stale,
 reports exactly that, and writes nothing with --check."""
 

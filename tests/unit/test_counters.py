@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The module's login counters (slurm_adopt/counters.py), which the drift
 check turns into node_exporter metrics: the real decision flow (fake stepds,
 as test_flow.py) counts each decision once, in the file of its result; the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """slurm_adopt_check.py explain: the installed module's real `explain`, run
 with the options of the DEPLOYED adopt rule (read with the collection's PAM
 parser), for each interface's line; and the drift check's `explain` probe,

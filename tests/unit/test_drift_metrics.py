@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The drift check's node_exporter metrics, scraped from the REAL
 node_exporter (Debian package prometheus-node-exporter; lab/host/install.sh
 installs it): started here on 127.0.0.1 with a free port and its textfile

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The entry points (slurm_adopt/entry.py and the pam_slurm_adopt.py shim):
 the pam_python hook, the pam_exec helper and explain, each against a
 temporary node with fake stepds (tests/unit/test_flow.py's Node)."""

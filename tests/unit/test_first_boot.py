@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The first-boot logic of the drift check (roles/adopt_drift/files/
 slurm_adopt_first_boot.py, image mode): the checks that need a running node
 are red until they have all passed once on this boot; the run where they

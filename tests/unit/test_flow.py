@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The decision flow, end to end in-process, with fake stepds for each version.
 
 The real flow against real Slurm is in tests/node; this covers what cannot

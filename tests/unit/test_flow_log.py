@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """What the decision flow writes to the log, line by line, for each path.
 
 Admins and alert rules read these lines, so their text and level are

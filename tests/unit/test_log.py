@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """slurm_adopt/log.py: levels, prefixes, the pam_syslog lines through the
 process's own syslog(3), and writes bounded in time (a private /dev/log
 stand-in: a Unix datagram socket the test reads)."""

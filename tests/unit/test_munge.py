@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The munge client (slurm_adopt.munge): munged's message protocol, against a
 fake munged on a Unix socket and against the real munged of this machine."""
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Option parsing must match the C module's _parse_opts (22.05 ... 26.05)."""
 
 import pytest

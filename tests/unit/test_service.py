@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The adoption service (slurm_adopt.service) as a real process, asked over its
 real socket by a protocol peer written here, against fake slurmstepds.
 

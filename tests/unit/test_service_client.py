@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The C PAM client (roles/adopt_module/files/client), loaded by the real
 libpam (plugins/module_utils/_pam_eval.py runs the transactions), against
 the real service, the real fallback child, and fake services that misbehave

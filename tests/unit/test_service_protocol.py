@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The adoption service's wire protocol (slurm_adopt.protocol): every limit and
 every malformed form is rejected, and what the C client sends decodes."""
 

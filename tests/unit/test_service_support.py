@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Shared by the adoption service's tests (no tests here): a temporary node
 (slurm.conf, spool, fake stepds, the service as a real process) and the C
 client's side of the protocol written in Python."""

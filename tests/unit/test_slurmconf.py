@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """slurm.conf reading: lookup order, Include, hostlists, %n/%h, errors."""
 
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The slurmstepd protocol, against a fake stepd speaking each version."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Print a manifest of the given paths, one line per filesystem object.
 
 Each line: path, type, mode, owner:group, then the sha256 of a regular file's

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Expand a PAM service into its effective stacks, as Linux-PAM reads them.
 
 Independent of the collection's own PAM code on purpose: the molecule tests

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The node after converge: configuration, running daemons and real ssh logins.
 
 Runs against every instance of the scenario through testinfra's podman://

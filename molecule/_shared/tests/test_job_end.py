@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """An adopted ssh session ends with the job (runs after test_adopt.py)."""
 
 from nodeutil import molecule_hosts, submit_job, wait_for

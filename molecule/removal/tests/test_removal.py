@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """After converge and a run with state=absent, the node is as prepare left it.
 
 prepare (molecule/_shared/prepare.yml) wrote, before converge, into

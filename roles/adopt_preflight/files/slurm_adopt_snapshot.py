@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Snapshot and restore the files a pam_slurm_adopt rollout may change.
 
 Standard library only, Python 3.6+.  Run on the node by the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Fixtures of the real-libpam evaluator tests (tests/unit/pam_eval).
 
 Needs root (mount namespaces) and gcc + libpam0g-dev + libnss-extrausers,

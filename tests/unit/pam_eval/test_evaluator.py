@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The real-libpam evaluator itself: real answers, nothing changes outside
 its namespace, hung modules are bounded, probe users live only inside."""
 

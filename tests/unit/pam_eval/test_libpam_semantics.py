@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Linux-PAM semantics the editor relies on, asked of the real libpam.
 
 Every case is a service in one tree (its included files are named after

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The pam_probe module end to end: ansible-playbook on localhost (AnsiballZ
 ships _pam_eval.py inside its zip; the evaluator must re-create itself from
 there), check mode, the node's real libpam and modules."""

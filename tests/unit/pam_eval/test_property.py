@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Issue 8's property, judged by real libpam: after the change only sshd's
 account answer for non-admin users without a job changes (to a denial), in
 every scenario (directory up, stopped, hung); every other service, op and

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Make the collection importable as ansible_collections.hpc.slurm_adopt
 (the modules import their module_utils that way) and provide fixture roots."""
 

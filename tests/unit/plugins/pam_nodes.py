@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Node trees for the PAM editor tests: a distribution's /etc/pam.d (or a
 synthetic one), the modules and programs the editor checks for, and users
 (root, the Ansible user in wheel, an ordinary user) in the tree's own

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """playbooks/explain.yml, the helpdesk view, run for real with ansible-playbook.
 
 Without the lab: two "nodes" of one inventory (local connections), each

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """pam_adopt (module + module_utils/_pam_edit) on real distribution trees:
 placement, includes turned into substacks, placeholders, the admin access
 file, idempotence, check mode/diff, lockout guards (static and real libpam),

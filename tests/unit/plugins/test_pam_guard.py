@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """module_utils/_pam_guard: the "no job" model of the adopt rule and the
 placeholder, checked against the real libpam; the site's users and uids read
 from the tree; the staged trees the guard evaluates.

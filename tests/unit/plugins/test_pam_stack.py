@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The Linux-PAM parser, resolver and stack analysis (module_utils/_pam_stack)."""
 
 import os

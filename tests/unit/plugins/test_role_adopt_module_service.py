@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Role adopt_module with adopt_module_interface: service, end to end with
 ansible-playbook on this machine, below a root-owned scratch directory
 (outside the checkout and /tmp): the module directory, the client's PAM

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Role adopt_pam end to end with ansible-playbook, on node trees below a
 temporary root (never this machine's /etc): the RHEL layout driven through
 the authselect emulation in tests/fixtures/authselect, and a Debian tree

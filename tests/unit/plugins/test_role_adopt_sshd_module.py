@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Roles adopt_sshd and adopt_module end to end with ansible-playbook on this
 machine, against files below temporary directories only (an sshd_config of
 the test's own; a module directory below a root-owned scratch directory that

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Every supported combination of role variables passes its own drift check
 (issue: a site that follows the docs must not get every node rolled back by
 site.yml and drained by HealthCheckProgram).

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-3.0-or-later
 # Build pam_slurm_adopt_client.so with the distribution's compiler and PAM
 # headers (Debian: gcc libpam0g-dev; RHEL family: gcc pam-devel).
 #

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: GPL-3.0-or-later */
 /*
  * pam_slurm_adopt_client.c - PAM account module, the sshd side of the adoption
  * service of hpc.slurm_adopt (protocol and security: docs/service.md).

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """Module options, parsed like the C module (_init_opts / _parse_opts)."""
 
 from .constants import (LOG_LEVEL_END, LOG_LEVEL_INFO, LOG_LEVEL_NAMES, PAM_IGNORE,

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The adoption service: this package running resident, asked by the C PAM
 client (client/pam_slurm_adopt_client.c) over a Unix socket; and the same
 code as a one-shot child of sshd when the service cannot answer.

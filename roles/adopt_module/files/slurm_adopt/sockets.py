@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) hpc.slurm_adopt contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The socket API without the cost of socket.py.
 
 socket.py imports enum and selectors, about 7 ms on every ssh login under

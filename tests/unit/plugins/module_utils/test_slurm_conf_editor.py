@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """plugins/module_utils/_slurm_conf.py: parsing and minimal edits of slurm.conf files."""
 
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """plugins/modules/slurm_conf.py run as Ansible runs it (module args in, JSON out)."""
 
 import json

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """The adopt_slurm_conf role, run by ansible-playbook against this machine
 (connection local) on copies of the fixtures: check mode, edit, idempotence,
 configless delegation, and verification against the running lab controller

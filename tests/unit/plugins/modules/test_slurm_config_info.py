@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-3.0-or-later
 """plugins/modules/slurm_config_info.py: parsing real `scontrol show config` output."""
 
 import json
