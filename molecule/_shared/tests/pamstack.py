@@ -26,6 +26,7 @@ class Rule:
         self.source = source
         self.lineno = lineno
         self.dash = dash
+        self.in_substack = False
 
     @property
     def module_name(self):
@@ -137,8 +138,11 @@ class PamTree:
         """Absolute path of an included name."""
         return name if name.startswith("/") else os.path.join(self.pam_dir, name)
 
-    def expand(self, name, ptype, depth=0):
-        """Effective rules of type ptype of file name (includes expanded)."""
+    def expand(self, name, ptype, depth=0, in_substack=False):
+        """Effective rules of type ptype of file name (includes expanded).
+        Rules that come from a substack carry in_substack=True: libpam runs a
+        substack as one rule, so their sufficient/done/jumps end only the
+        substack, never the stack that calls it."""
         if depth > 20:
             raise ValueError("include loop at %s" % name)
         path = self.path(name)
@@ -150,7 +154,7 @@ class PamTree:
         for lineno, line in logical_lines(text):
             fields = split_rule(line)
             if fields[0] == "@include":
-                rules.extend(self.expand(fields[1], ptype, depth + 1))
+                rules.extend(self.expand(fields[1], ptype, depth + 1, in_substack))
                 continue
             if len(fields) < 3:
                 continue
@@ -160,9 +164,12 @@ class PamTree:
                 continue
             control = fields[1]
             if control in ("include", "substack"):
-                rules.extend(self.expand(fields[2], ptype, depth + 1))
+                rules.extend(self.expand(fields[2], ptype, depth + 1,
+                                         in_substack or control == "substack"))
                 continue
-            rules.append(Rule(rtype, control, fields[2], fields[3:], path, lineno, dash))
+            rule = Rule(rtype, control, fields[2], fields[3:], path, lineno, dash)
+            rule.in_substack = in_substack
+            rules.append(rule)
         return rules
 
     def reachable(self, service):
