@@ -88,7 +88,7 @@ for s in "${stages[@]}"; do
         rc=$?
     fi
     TIME[$s]=$((SECONDS - t0))
-    if [ $rc -eq 0 ]; then RESULT[$s]=PASS; else RESULT[$s]="FAIL (exit $rc)"; overall=1; fi
+    if [ "$rc" -eq 0 ]; then RESULT[$s]=PASS; else RESULT[$s]="FAIL (exit $rc)"; overall=1; fi
 done
 
 printf '\n===== test-all summary =====\n'

@@ -358,7 +358,7 @@ def evaluate(queries, tree=None, root=None, probe_users=(), module_overlay=None,
         env = dict(os.environ)
         env['PAM_EVAL_RESULT_FD'] = str(wfd)
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # pylint: disable=ansible-bad-function
                 [sys.executable or '/usr/bin/python3', os.path.join(work, 'runner.py'), 'ns',
                  os.path.join(work, 'spec.json')],
                 stdin=subprocess.DEVNULL if hasattr(subprocess, 'DEVNULL') else None,
