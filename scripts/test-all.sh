@@ -24,12 +24,12 @@
 #             image root (cached under /var/cache/slurm-adopt-image), idempotence, exact
 #             removal, the first-boot login check on the image's own libpam
 #
-# When molecule and the stages before it are all asked for (the default), the
-# molecule stage runs in the background from the start, beside unit, corpus,
-# node and checks (it uses podman containers, they use the host and the chroot
-# labs; on 2 CPUs this saves about a third of the wall time); its output is
-# kept in build/test-all/molecule.log and printed when its turn comes.
-# TEST_ALL_SERIAL=1 runs every stage in order.
+# When molecule and image are asked for beside host stages (the default), they
+# run one after the other in the background from the start, beside unit,
+# corpus, node and checks (molecule uses podman containers, image a chroot,
+# the others the host and the chroot labs; on 2 CPUs this saves about a third
+# of the wall time); their output is kept in build/test-all/<stage>.log and
+# printed when their turn comes.  TEST_ALL_SERIAL=1 runs every stage in order.
 #
 # Usage: scripts/test-all.sh [stage ...]     (default: all, in the order above)
 # Needs: root on Debian 12; the labs and the venv must be set up (make test does it).
@@ -59,30 +59,43 @@ declare -A RESULT TIME
 overall=0
 t_all=$SECONDS
 
-# molecule in the background when it is asked for, and at least one stage
-# before it runs on the host (see above)
+# molecule, then image, in the background when they are asked for and the
+# first stage asked for runs on the host (see above)
 BG_DIR=$ROOT/build/test-all
-bg_pid=
+BG=()
 joined=" ${stages[*]} "
-if [ "${TEST_ALL_SERIAL:-0}" != 1 ] && [[ $joined == *" molecule "* ]] \
-   && [ "${stages[0]}" != molecule ]; then
+if [ "${TEST_ALL_SERIAL:-0}" != 1 ] && [ "${stages[0]}" != molecule ] && [ "${stages[0]}" != image ]; then
+    for b in molecule image; do
+        [[ $joined == *" $b "* ]] && BG+=("$b")
+    done
+fi
+if [ ${#BG[@]} -gt 0 ]; then
     mkdir -p "$BG_DIR"
-    rm -f "$BG_DIR/molecule.rc"
-    printf '\n===== test-all: stage molecule started in the background (%s), log %s =====\n' \
-        "$(date +%H:%M:%S)" "$BG_DIR/molecule.log"
-    bg_t0=$SECONDS
-    ( run_stage molecule > "$BG_DIR/molecule.log" 2>&1; echo $? > "$BG_DIR/molecule.rc" ) &
-    bg_pid=$!
+    for b in "${BG[@]}"; do rm -f "$BG_DIR/$b.rc" "$BG_DIR/$b.time"; done
+    printf '\n===== test-all: stages %s started in the background (%s), logs in %s =====\n' \
+        "${BG[*]}" "$(date +%H:%M:%S)" "$BG_DIR"
+    (
+        for b in "${BG[@]}"; do
+            b0=$SECONDS
+            run_stage "$b" > "$BG_DIR/$b.log" 2>&1
+            rc=$?
+            echo $((SECONDS - b0)) > "$BG_DIR/$b.time"
+            echo "$rc" > "$BG_DIR/$b.rc.tmp" && mv "$BG_DIR/$b.rc.tmp" "$BG_DIR/$b.rc"
+        done
+    ) &
 fi
 
 for s in "${stages[@]}"; do
     printf '\n===== test-all: stage %s (%s) =====\n' "$s" "$(date +%H:%M:%S)"
     t0=$SECONDS
-    if [ "$s" = molecule ] && [ -n "$bg_pid" ]; then
-        wait "$bg_pid"
-        cat "$BG_DIR/molecule.log"
-        rc=$(cat "$BG_DIR/molecule.rc" 2>/dev/null || echo 99)
-        t0=$bg_t0
+    if [[ " ${BG[*]} " == *" $s "* ]]; then
+        while [ ! -e "$BG_DIR/$s.rc" ]; do sleep 5; done
+        cat "$BG_DIR/$s.log"
+        rc=$(cat "$BG_DIR/$s.rc")
+        TIME[$s]=$(cat "$BG_DIR/$s.time")
+        printf '(ran in the background: %ss)\n' "${TIME[$s]}"
+        if [ "$rc" -eq 0 ]; then RESULT[$s]=PASS; else RESULT[$s]="FAIL (exit $rc)"; overall=1; fi
+        continue
     else
         run_stage "$s"
         rc=$?
