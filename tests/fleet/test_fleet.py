@@ -241,7 +241,7 @@ def test_login_node_is_never_locked(fleet, rolled_out):
 # 6. health
 # ---------------------------------------------------------------------------
 
-EXPECTED_CHECKS = {"module_file", "account_stack", "admin_access", "bypass", "pam_systemd", "logind", "interface",
+EXPECTED_CHECKS = {"module_file", "account_stack", "admin_access", "bypass", "pam_systemd", "logind", "interface", "service",
                    "slurm_config", "slurmd", "stepd_sockets", "explain", "pam_live", "module_loads"}
 
 
