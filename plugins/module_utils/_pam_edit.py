@@ -1301,9 +1301,13 @@ def _host(root, path):
     return resolve_host(root, path)
 
 
-def atomic_write(host_path, content, template_stat=None):
+def atomic_write(host_path, content, template_stat=None, move=os.rename):
     """Write ``content`` to ``host_path`` through a temp file in the same
-    directory, fsync, rename, fsync the directory.  ``None`` deletes."""
+    directory, fsync, ``move`` it over the target, fsync the directory.
+    ``None`` deletes.  The new file gets the mode and owner of
+    ``template_stat``, else of the file it replaces, else 0644.  ``move`` is
+    os.rename, or AnsibleModule.atomic_move in the module (which also keeps
+    the SELinux context of the file it replaces)."""
     directory = os.path.dirname(host_path) or '.'
     if content is None:
         if os.path.lexists(host_path):
@@ -1322,20 +1326,26 @@ def atomic_write(host_path, content, template_stat=None):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        if st is not None:
-            os.chmod(tmp, st.st_mode & 0o7777)
-            try:
-                os.chown(tmp, st.st_uid, st.st_gid)
-            except OSError:
-                pass
-        else:
-            os.chmod(tmp, 0o644)
-        os.rename(tmp, host_path)
-    except Exception:
+        _set_mode_owner(tmp, st)
+        move(tmp, host_path)
+    finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+    if template_stat is not None:
+        # a move that creates the target may apply its own default mode
+        _set_mode_owner(host_path, template_stat)
     _fsync_dir(directory)
+
+
+def _set_mode_owner(path, st):
+    if st is None:
+        os.chmod(path, 0o644)
+        return
+    os.chmod(path, st.st_mode & 0o7777)
+    try:
+        os.chown(path, st.st_uid, st.st_gid)
+    except OSError:
+        pass
 
 
 def _fsync_dir(directory):

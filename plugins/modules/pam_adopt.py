@@ -392,14 +392,12 @@ restored:
   elements: str
 '''
 
-import os
-import tempfile
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_edit import (
     ADOPT_OPTION_NAMES, CLIENT_MODULE, PlanError, plan_present, plan_absent, commit, adopt_rule_words, module_exists,
-    _fsync_dir,
+    atomic_write,
 )
 
 
@@ -511,40 +509,12 @@ def check_params(params):
 
 
 def module_writer(module):
-    """The writer commit() uses: a temporary file in the target directory,
-    fsync, then AnsibleModule.atomic_move (which keeps the SELinux context,
-    mode and owner of the file it replaces), directory fsync.  ``None``
-    deletes the file."""
+    """The writer commit() uses: atomic_write with AnsibleModule.atomic_move
+    (which keeps the SELinux context, mode and owner of the file it
+    replaces)."""
     def write(host_path, content, template_stat=None):
-        directory = os.path.dirname(host_path) or '.'
-        if content is None:
-            if os.path.lexists(host_path):
-                os.unlink(host_path)
-                _fsync_dir(directory)
-            return
-        if not os.path.isdir(directory):
-            os.makedirs(directory, 0o755)
-        existed = os.path.exists(host_path)
-        data = content.encode('utf-8', 'surrogateescape') if not isinstance(content, bytes) else content
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix='.%s.' % os.path.basename(host_path), suffix='.tmp')
-        try:
-            with os.fdopen(fd, 'wb') as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            module.atomic_move(tmp, host_path, unsafe_writes=False)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        if template_stat is not None:
-            os.chmod(host_path, template_stat.st_mode & 0o7777)
-            try:
-                os.chown(host_path, template_stat.st_uid, template_stat.st_gid)
-            except OSError:
-                pass
-        elif not existed:
-            os.chmod(host_path, 0o644)
-        _fsync_dir(directory)
+        atomic_write(host_path, content, template_stat,
+                     move=lambda src, dst: module.atomic_move(src, dst, unsafe_writes=False))
     return write
 
 

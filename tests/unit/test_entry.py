@@ -142,6 +142,30 @@ def test_shim_loads_the_package_next_to_it():
     assert shim._load(shim.__file__) is entry
 
 
+PINNED_PROBE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("shim", sys.argv[1])
+shim = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(shim)
+print(shim._load(sys.argv[1]).__file__)
+"""
+
+
+@NEEDS_PLAIN_PACKAGE
+def test_shim_pins_the_release_that_current_points_at(tmp_path):
+    """The PAM line names <dir>/current/pam_slurm_adopt.py. The package is
+    imported from the release `current` resolved to, so a switch of `current`
+    during a login cannot mix modules of two releases."""
+    release = tmp_path / "releases" / "r1"
+    shutil.copytree(MODULE_DIR, str(release), ignore=shutil.ignore_patterns("__pycache__", "client"))
+    os.symlink("releases/r1", str(tmp_path / "current"))
+    p = subprocess.run([sys.executable, "-I", "-S", "-c", PINNED_PROBE,
+                        str(tmp_path / "current" / "pam_slurm_adopt.py")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30, check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.decode().strip() == str(release / "slurm_adopt" / "entry.py")
+
+
 # -- the pam_exec helper -------------------------------------------------------------
 
 def exec_env(pam_env=(), items=None, after=()):

@@ -37,8 +37,10 @@ import sys
 
 def _load(module_path):
     """Import slurm_adopt.entry from the directory of this file, never from
-    anywhere a user could influence."""
-    here = os.path.dirname(os.path.abspath(module_path))
+    anywhere a user could influence. The directory is resolved once (the PAM
+    line names <dir>/current/, a symlink the rollout switches), so one login
+    imports every module from the same release."""
+    here = os.path.dirname(os.path.realpath(module_path))
     if sys.path[:1] != [here]:
         sys.path.insert(0, here)
     from slurm_adopt import entry

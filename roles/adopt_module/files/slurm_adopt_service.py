@@ -19,8 +19,9 @@ import sys
 
 
 def main():
-    # Import the package next to this file, never from anywhere else.
-    here = os.path.dirname(os.path.abspath(__file__))
+    # Import the package next to this file, never from anywhere else; resolve
+    # <dir>/current once, so the service imports one release only.
+    here = os.path.dirname(os.path.realpath(__file__))
     if sys.path[:1] != [here]:
         sys.path.insert(0, here)
     from slurm_adopt import service
