@@ -743,6 +743,7 @@ class Lab:
         proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
                                 start_new_session=True, cwd="/")
         proc.output = out
+
         def new_job():
             if proc.poll() is not None:
                 return -1
@@ -758,7 +759,6 @@ class Lab:
             stop_salloc(proc)
             raise
         return jobid, proc
-
 
     # ---------------------------------------------------------------- PAM stacks
     def default_account_line(self, kind: str) -> str:

@@ -157,7 +157,8 @@ class Xvfb(object):
 def localhost_has_v6(lab):
     """The lab's /etc/hosts names ::1 localhost."""
     with open(lab.host_path("/etc/hosts")) as f:
-        return any(l.split()[:1] == ["::1"] and "localhost" in l.split()[1:] for l in f)
+        return any(line.split()[:1] == ["::1"] and "localhost" in line.split()[1:]
+                   for line in f)
 
 
 @pytest.fixture(scope="module")
