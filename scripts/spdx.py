@@ -76,7 +76,7 @@ SKIP = [
     # real-world trees and configuration data used as test input
     "tests/fixtures/*",
     "tests/corpus/trees/*",
-    "lab/trixie/templates/pam.d/*",
+    "lab/chroot/templates/pam.d/*",
 ]
 
 

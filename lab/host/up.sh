@@ -18,6 +18,8 @@ set -euo pipefail
 umask 022
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck source=../close_lock_fds.sh
+. "$REPO/lab/close_lock_fds.sh"
 LAB=/var/lib/slurm-adopt-lab/host
 STATE_DIR=/run/slurm-adopt-lab
 STATE_FILE=$STATE_DIR/host.json
