@@ -52,13 +52,14 @@ def version(lab):
     return tuple(int(x) for x in lab.slurm_version.split(".")[:2])
 
 
-def session(lab, kind, user, command="", **kw):
-    """One timed ssh login running SESSION_PROBE (then command)."""
+def session(lab, kind, user, command="", timeout=LOGIN_TIMEOUT, **kw):
+    """One timed ssh login running SESSION_PROBE (then command); LabTimeout
+    when it takes more than timeout seconds."""
     remote = "python3 -c %s" % shlex.quote(SESSION_PROBE)
     if command:
         remote += "; " + command
     t0 = time.monotonic()
-    r = lab.ssh(kind, user, remote, timeout=LOGIN_TIMEOUT, **kw)
+    r = lab.ssh(kind, user, remote, timeout=timeout, **kw)
     r.seconds = time.monotonic() - t0
     r.vars = dict(re.findall(r"^([A-Z0-9_]+)=(.*)$", r.stdout, re.M))
     return r
