@@ -57,6 +57,11 @@ class PamContext(object):
     def netinfo(self):
         raise NotImplementedError
 
+    def setns(self, fd, nstype):
+        """Join a namespace in the process that called PAM (this one, here;
+        the service's client does it inside sshd). OSError as setns(2)."""
+        setns(fd, nstype)
+
 
 class Adopter(object):
     """One run of the module: options + PAM context -> PAM return code."""
@@ -228,7 +233,7 @@ class Adopter(object):
                     self.log.error("cannot join the job's namespace from a pam_exec helper")
                     ok = False
                 else:
-                    setns(fd, ns_type)
+                    self.ctx.setns(fd, ns_type)
             except OSError as exc:
                 if typed:
                     self.log.error("setns(%d, %d) failed: %s" % (fd, ns_type, exc.strerror))
