@@ -42,7 +42,7 @@ def container_settings(lab):
                    else ("JobContainerType", "job_container/tmpfs"))
     base = os.path.join(os.path.dirname(lab.spool_dir), "slurm-adopt-lab-jobns")
     return {"PrologFlags": "Contain", key: plugin}, {
-        "job_container.conf": "# written by tests/node/test_x11_container.py\n"
+        "job_container.conf": "# written by tests/node/test_join_container.py\n"
                               "AutoBasePath=true\nBasePath=%s\n" % base}
 
 
