@@ -274,26 +274,63 @@ class Adopter(object):
         return not versions or versions[0] >= PROTOCOL_23_11
 
     def _resolve(self, host):
-        """canonical_names(host), bounded by DNS_TIMEOUT and the budget: the
-        lookup runs in a thread that is abandoned if it does not finish."""
-        import _thread
-        result = []
-        done = _thread.allocate_lock()
-        done.acquire()
-
-        def lookup():
-            try:
-                result.extend(canonical_names(host))
-            finally:
-                done.release()
+        """canonical_names(host), bounded by DNS_TIMEOUT and the budget. The
+        lookup runs in a child process that is killed if it does not finish;
+        never in a thread: a thread left behind makes the later
+        setns(CLONE_NEWNS) of join_container fail (EINVAL: the process
+        shares its fs_struct with the thread)."""
+        import select
+        import signal
+        import time
         wait = min(DNS_TIMEOUT, self.deadline.remaining(keep_reserve=True))
         if wait <= 0:
             return []
-        _thread.start_new_thread(lookup, ())
-        if not done.acquire(True, wait):
-            self.log.error("host name lookup of %s did not finish within %.1fs" % (host, wait))
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_end)
+            os.close(write_end)
+            self.log.error("host name lookup of %s: fork failed: %s" % (host, exc))
             return []
-        return result
+        if pid == 0:                                        # the child: look up, write, exit
+            code = 1
+            try:
+                os.close(read_end)
+                data = "\n".join(canonical_names(host)).encode("utf-8", "surrogateescape")
+                while data:
+                    data = data[os.write(write_end, data[:65536]):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        chunks = []
+        end = time.monotonic() + wait
+        try:
+            poller = select.poll()
+            poller.register(read_end, select.POLLIN | select.POLLHUP)
+            while True:
+                left = end - time.monotonic()
+                if left <= 0 or not poller.poll(max(1, int(left * 1000))):
+                    self.log.error("host name lookup of %s did not finish within %.1fs"
+                                   % (host, wait))
+                    os.kill(pid, signal.SIGKILL)
+                    chunks = None
+                    break
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(read_end)
+            try:
+                os.waitpid(pid, 0)          # at once: it has exited or been killed
+            except OSError:
+                pass
+        if chunks is None:
+            return []
+        return [name for name in b"".join(chunks).decode("utf-8", "surrogateescape").split("\n")
+                if name]
 
     # -- the flow --------------------------------------------------------------
     def run(self):
