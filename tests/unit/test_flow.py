@@ -624,8 +624,16 @@ def test_slurmd_nodename_is_read_only_from_23_11(node, monkeypatch):
 
 
 @pytest.mark.timeout(20)
-def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch):
+@pytest.mark.parametrize("threads", [0, 1])
+def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch, threads):
+    """In a child process, or in a thread where the process has threads
+    already (the service)."""
+    import threading
     import slurm_adopt.flow as fm
+    stop = threading.Event()
+    for _i in range(threads):
+        threading.Thread(target=stop.wait, daemon=True).start()
+    monkeypatch.setattr("os.fork", lambda: pytest.fail("forked") if threads else _fork())
     import slurm_adopt.slurmconf as sc
     monkeypatch.setattr(fm, "DNS_TIMEOUT", 0.3)
     monkeypatch.setattr(sc.socket, "gethostname", lambda: "slowhost")
@@ -634,8 +642,12 @@ def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch):
     log = Log(to_syslog=False)
     start = time.monotonic()
     run_safely(Adopter(parse_options([]), Ctx(), log, environ={"SLURM_CONF": str(node.conf)}))
+    stop.set()
     assert time.monotonic() - start < 2
     assert any("lookup of slowhost did not finish" in text for _l, text in log.lines)
+
+
+_fork = os.fork
 
 
 # -- cgroup autodetection (U7, M9) ---------------------------------------------------

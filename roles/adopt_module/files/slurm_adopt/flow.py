@@ -274,17 +274,45 @@ class Adopter(object):
         return not versions or versions[0] >= PROTOCOL_23_11
 
     def _resolve(self, host):
-        """canonical_names(host), bounded by DNS_TIMEOUT and the budget. The
-        lookup runs in a child process that is killed if it does not finish;
-        never in a thread: a thread left behind makes the later
-        setns(CLONE_NEWNS) of join_container fail (EINVAL: the process
-        shares its fs_struct with the thread)."""
-        import select
-        import signal
-        import time
+        """canonical_names(host), bounded by DNS_TIMEOUT and the budget. In a
+        single-threaded process (sshd with pam_python) the lookup runs in a
+        child process that is killed if it does not finish: a thread left
+        behind would make the later setns(CLONE_NEWNS) of join_container
+        fail (EINVAL: the process shares its fs_struct with the thread). A
+        process that has threads already (the service, whose client joins
+        the namespaces) keeps to a thread: fork is unsafe there."""
         wait = min(DNS_TIMEOUT, self.deadline.remaining(keep_reserve=True))
         if wait <= 0:
             return []
+        try:
+            threaded = len(os.listdir("/proc/self/task")) > 1
+        except OSError:
+            threaded = True
+        if threaded:
+            return self._resolve_in_thread(host, wait)
+        return self._resolve_in_child(host, wait)
+
+    def _resolve_in_thread(self, host, wait):
+        import _thread
+        result = []
+        done = _thread.allocate_lock()
+        done.acquire()
+
+        def lookup():
+            try:
+                result.extend(canonical_names(host))
+            finally:
+                done.release()
+        _thread.start_new_thread(lookup, ())
+        if not done.acquire(True, wait):
+            self.log.error("host name lookup of %s did not finish within %.1fs" % (host, wait))
+            return []
+        return result
+
+    def _resolve_in_child(self, host, wait):
+        import select
+        import signal
+        import time
         read_end, write_end = os.pipe()
         try:
             pid = os.fork()
