@@ -240,6 +240,73 @@ def _wait(pred, timeout: float, what: str, interval: float = 0.1):
 
 # --------------------------------------------------------------------------- the lab
 
+def _pid_alive(pid: int) -> bool:
+    """Running and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
+def _descendants(pid: int) -> list[int]:
+    """Pids of every process below pid (from /proc/*/stat)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def salloc_output(proc: subprocess.Popen) -> str:
+    """What a start_salloc() process wrote so far (stdout and stderr)."""
+    proc.output.seek(0)
+    return proc.output.read().decode("utf-8", "replace").strip()[-2000:]
+
+
+def stop_salloc(proc: subprocess.Popen, timeout: float = 15) -> None:
+    """End a start_salloc() process and the command it runs (salloc puts that
+    in a process group of its own, and leaves it behind when killed)."""
+    below = _descendants(proc.pid)
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    """Replace path's content (same mode), so a reader sees old or new."""
+    mode = os.stat(path).st_mode & 0o7777
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".labctl-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
 def _listening(path: str) -> bool:
     """A step socket that still accepts connections (a crashed stepd leaves a
     socket file that refuses them: that step is gone)."""
@@ -448,8 +515,10 @@ class Lab:
         return st.split()[0] if st else None
 
     def submit(self, user: str, *, sleep: int = 600, extra_args: Iterable[str] = (),
-               timeout: float = 20) -> int:
+               timeout: float = 20, before: str = "") -> int:
         """sbatch --wrap 'sleep N' as user; wait until RUNNING with its extern step.
+
+        ``before``: shell commands the batch script runs before the sleep.
 
         "With its extern step" means the step's socket exists and its cgroup
         holds the step's placeholder process (the socket appears ~20 ms before
@@ -460,9 +529,16 @@ class Lab:
         """
         u = self.user(user)
         args = ["sbatch", "--parsable", f"--job-name=lab-{u}", "--chdir=/tmp",
-                "-o", "/dev/null", "-e", "/dev/null", *extra_args, f"--wrap=sleep {int(sleep)}"]
+                "-o", "/dev/null", "-e", "/dev/null", *extra_args,
+                f"--wrap={before + '; ' if before else ''}sleep {int(sleep)}"]
         out = self.slurm(*args, user=u, timeout=timeout)
         jobid = int(out.strip().split(";")[0])
+        self.wait_running(jobid, u, timeout)
+        return jobid
+
+    def wait_running(self, jobid: int, user: str, timeout: float = 20) -> None:
+        """Wait until job runs with its extern step (LabTimeout otherwise)."""
+        u = self.user(user)
         sock = self.extern_socket(jobid)
 
         def ready():
@@ -479,7 +555,6 @@ class Lab:
         except LabTimeout as e:
             detail = self.slurm("scontrol", "show", "job", str(jobid), check=False)
             raise LabTimeout(f"{e}\n{detail}") from None
-        return jobid
 
     def extern_cgroup_ready(self, jobid: int, user: str) -> bool:
         """The job's extern step cgroup exists and holds a process.
@@ -542,6 +617,148 @@ class Lab:
             _wait(gone, timeout, f"jobs {ids or 'all'} to end")
         except LabTimeout as e:
             raise LabTimeout(f"{e}; still active: {self.jobs()}") from None
+
+    # ---------------------------------------------------------------- slurm.conf variants
+    def conf_value(self, key: str) -> str | None:
+        """Value of a top-level slurm.conf key (case-insensitive; last one wins)."""
+        value = None
+        with open(self.host_path(self.slurm_conf), encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                m = re.match(r"\s*([A-Za-z]+)\s*=\s*(\S*)", line)
+                if m and m.group(1).lower() == key.lower():
+                    value = m.group(2)
+        return value
+
+    def _daemon(self, pidfile_key: str) -> dict | None:
+        """How the running daemon of a pid file was started: argv, env, root, pid."""
+        pidfile = self.conf_value(pidfile_key)
+        if not pidfile:
+            raise LabError(f"{self.slurm_conf} has no {pidfile_key}")
+        try:
+            with open(self.host_path(pidfile)) as f:
+                pid = int(f.read().split()[0])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode() for a in f.read().split(b"\0") if a]
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = [a.decode() for a in f.read().split(b"\0") if a]
+            root = os.readlink(f"/proc/{pid}/root")
+        except (OSError, ValueError, IndexError):
+            return None
+        return {"pid": pid, "argv": argv, "env": env, "root": root, "pidfile": pidfile}
+
+    def restart_slurm(self, timeout: float = 90) -> float:
+        """Stop the lab's slurmd and slurmctld (by their pid files, nothing
+        else) and start them again exactly as they were started (argv,
+        environment, root). Returns the seconds it took until the lab was
+        healthy again. Jobs must be gone first (a restarted slurmctld with
+        ``-c`` forgets them)."""
+        t0 = time.monotonic()
+        daemons = {k: self._daemon(k) for k in ("SlurmdPidFile", "SlurmctldPidFile")}
+        missing = [k for k, d in daemons.items() if d is None]
+        if missing:
+            raise LabError(f"lab {self.name}: no running daemon for {missing}")
+        for d in daemons.values():                   # slurmd first, then slurmctld
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(d["pid"], signal.SIGTERM)
+            try:
+                _wait(lambda d=d: not _pid_alive(d["pid"]), 30, f"{d['argv'][0]} to exit")
+            except LabTimeout:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(d["pid"], signal.SIGKILL)
+                _wait(lambda d=d: not _pid_alive(d["pid"]), 10, f"{d['argv'][0]} to die")
+        for key in ("SlurmctldPidFile", "SlurmdPidFile"):
+            d = daemons[key]
+            argv = ["env", "-i", *d["env"], *d["argv"]]
+            if d["root"] != "/":
+                argv = ["chroot", d["root"], *argv]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.host_path(d["pidfile"]))
+            # the daemons detach themselves; the started process returns then
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True, timeout=60,
+                               cwd="/", check=False)
+            if p.returncode != 0:
+                raise LabError(f"restarting {shlex.join(d['argv'])} exited {p.returncode}")
+            if key == "SlurmctldPidFile":
+                _wait(lambda: "is UP" in self.run(["scontrol", "ping"], check=False).stdout,
+                      30, "slurmctld to answer")
+        self.ensure_up(timeout=timeout - (time.monotonic() - t0))
+        return time.monotonic() - t0
+
+    @contextlib.contextmanager
+    def slurm_conf_variant(self, settings: dict[str, str],
+                           files: dict[str, str] | None = None) -> Iterator[float]:
+        """Run the lab with some slurm.conf keys changed (a key's line is
+        replaced, or added when absent) and extra files next to slurm.conf
+        (``job_container.conf``), then give the lab back as it was. Each
+        switch restarts slurmctld and slurmd (restart_slurm); every job is
+        cancelled before each switch. Yields the seconds the switch took."""
+        conf = self.host_path(self.slurm_conf)
+        with open(conf, "rb") as f:
+            original = f.read()
+        lines = original.decode("utf-8", "surrogateescape").splitlines(keepends=True)
+        todo = dict(settings)
+        for i, line in enumerate(lines):
+            m = re.match(r"\s*([A-Za-z]+)\s*=", line)
+            if m:
+                for key in list(todo):
+                    if key.lower() == m.group(1).lower():
+                        lines[i] = f"{key}={todo.pop(key)}\n"
+        node = next((i for i, l in enumerate(lines) if re.match(r"\s*NodeName\s*=", l)), len(lines))
+        lines[node:node] = [f"{k}={v}\n" for k, v in todo.items()]   # before the node lines
+        etc = os.path.dirname(conf)
+        added = []
+        self.cancel_all(timeout=60)
+        try:
+            for name, text in (files or {}).items():
+                path = os.path.join(etc, name)
+                if os.path.exists(path):
+                    raise LabError(f"{path} exists already: not replacing it")
+                with open(path, "w") as f:
+                    f.write(text)
+                added.append(path)
+            _write_atomic(conf, "".join(lines).encode("utf-8", "surrogateescape"))
+            took = self.restart_slurm()
+            yield took
+        finally:
+            with contextlib.suppress(LabError):
+                self.cancel_all(timeout=60)
+            _write_atomic(conf, original)
+            for path in added:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            self.restart_slurm()
+
+    def start_salloc(self, user: str, args: Sequence[str] = (), *, env: Sequence[str] = (),
+                     sleep: int = 600, timeout: float = 30) -> tuple[int, subprocess.Popen]:
+        """``salloc ARGS sleep N`` as user (``env``: extra NAME=VALUE), kept
+        running in the background as an interactive allocation is (X11
+        forwarding goes through it). Waits for the job to run with its extern
+        step; returns (job id, the salloc process)."""
+        u = self.user(user)
+        argv = self.command(["env", *env, "salloc", f"--job-name=lab-{u}", *args,
+                             "sleep", str(int(sleep))], u)
+        before = {j["id"] for j in self.jobs()}
+        out = tempfile.TemporaryFile()    # not a pipe: salloc's command would hold it open
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                start_new_session=True, cwd="/")
+        proc.output = out
+
+        def new_job():
+            if proc.poll() is not None:
+                return -1
+            return next((j["id"] for j in self.jobs(u) if j["id"] not in before), None)
+
+        try:
+            jobid = _wait(new_job, timeout, f"salloc of {u} to get a job")
+            if jobid == -1:
+                raise LabError(f"salloc {shlex.join(args)} of {u} exited {proc.returncode}: "
+                               + salloc_output(proc))
+            self.wait_running(jobid, u, timeout)
+        except BaseException:
+            stop_salloc(proc)
+            raise
+        return jobid, proc
 
     # ---------------------------------------------------------------- PAM stacks
     def default_account_line(self, kind: str) -> str:

@@ -624,8 +624,16 @@ def test_slurmd_nodename_is_read_only_from_23_11(node, monkeypatch):
 
 
 @pytest.mark.timeout(20)
-def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch):
+@pytest.mark.parametrize("threads", [0, 1])
+def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch, threads):
+    """In a child process, or in a thread where the process has threads
+    already (the service)."""
+    import threading
     import slurm_adopt.flow as fm
+    stop = threading.Event()
+    for _i in range(threads):
+        threading.Thread(target=stop.wait, daemon=True).start()
+    monkeypatch.setattr("os.fork", lambda: pytest.fail("forked") if threads else _fork())
     import slurm_adopt.slurmconf as sc
     monkeypatch.setattr(fm, "DNS_TIMEOUT", 0.3)
     monkeypatch.setattr(sc.socket, "gethostname", lambda: "slowhost")
@@ -634,8 +642,12 @@ def test_dns_lookup_in_the_node_name_guess_is_bounded(node, monkeypatch):
     log = Log(to_syslog=False)
     start = time.monotonic()
     run_safely(Adopter(parse_options([]), Ctx(), log, environ={"SLURM_CONF": str(node.conf)}))
+    stop.set()
     assert time.monotonic() - start < 2
     assert any("lookup of slowhost did not finish" in text for _l, text in log.lines)
+
+
+_fork = os.fork
 
 
 # -- cgroup autodetection (U7, M9) ---------------------------------------------------
@@ -739,3 +751,45 @@ def test_raw_hostname_with_a_missing_spool_dir(node, monkeypatch):
     rc = run_safely(Adopter(parse_options([]), ctx, log, environ={"SLURM_CONF": str(node.conf)}))
     assert rc == C.PAM_PERM_DENIED and ctx.messages == [C.MSG_NO_JOBS]
     assert not any("unexpected error" in text for _l, text in log.lines)
+
+
+@pytest.mark.timeout(30)
+def test_a_slow_dns_lookup_does_not_stop_joining_the_mount_namespace(node, monkeypatch):
+    """The node-name guess gives up a slow DNS lookup; what is left of it
+    must not stay in this process: setns(CLONE_NEWNS) fails (EINVAL) while
+    any other thread shares the process's fs_struct. The flow runs in a
+    forked child (the fake stepd serves from threads of this process) and
+    joins its own mount namespace, handed over by the stepd."""
+    import slurm_adopt.flow as fm
+    import slurm_adopt.slurmconf as sc
+    if os.getuid() != 0:
+        pytest.fail("needs root (setns)")
+    monkeypatch.setattr(fm, "DNS_TIMEOUT", 0.3)
+    monkeypatch.setattr(sc.socket, "gethostname", lambda: "slowhost")
+    monkeypatch.setattr(fm, "canonical_names", lambda host: time.sleep(5) or [])
+    node.conf.write_text("NodeName=%s NodeHostname=localhost\nSlurmdSpoolDir=%s\n"
+                         % (NODE, node.spool))
+    mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY)
+    try:
+        fake = node.job(17, version=0x2C00, namespaces=[(0x00020000, mnt)])
+        read_end, write_end = os.pipe()
+        pid = os.fork()
+        if pid == 0:                                   # one thread: this one
+            code = 99
+            try:
+                os.close(read_end)
+                log = Log(to_syslog=False)
+                code = run_safely(Adopter(parse_options(["action_adopt_failure=deny"]), Ctx(),
+                                          log, environ={"SLURM_CONF": str(node.conf)}))
+                os.write(write_end, "\n".join(text for _l, text in log.lines).encode())
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as handle:
+            lines = handle.read().decode()
+        _pid, status = os.waitpid(pid, 0)
+    finally:
+        os.close(mnt)
+    assert "lookup of slowhost did not finish" in lines, lines
+    assert "setns" not in lines, lines
+    assert os.WEXITSTATUS(status) == C.PAM_SUCCESS and adopted(fake), lines

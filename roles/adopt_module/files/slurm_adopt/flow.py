@@ -57,6 +57,11 @@ class PamContext(object):
     def netinfo(self):
         raise NotImplementedError
 
+    def setns(self, fd, nstype):
+        """Join a namespace in the process that called PAM (this one, here;
+        the service's client does it inside sshd). OSError as setns(2)."""
+        setns(fd, nstype)
+
 
 class Adopter(object):
     """One run of the module: options + PAM context -> PAM return code."""
@@ -228,7 +233,7 @@ class Adopter(object):
                     self.log.error("cannot join the job's namespace from a pam_exec helper")
                     ok = False
                 else:
-                    setns(fd, ns_type)
+                    self.ctx.setns(fd, ns_type)
             except OSError as exc:
                 if typed:
                     self.log.error("setns(%d, %d) failed: %s" % (fd, ns_type, exc.strerror))
@@ -269,8 +274,25 @@ class Adopter(object):
         return not versions or versions[0] >= PROTOCOL_23_11
 
     def _resolve(self, host):
-        """canonical_names(host), bounded by DNS_TIMEOUT and the budget: the
-        lookup runs in a thread that is abandoned if it does not finish."""
+        """canonical_names(host), bounded by DNS_TIMEOUT and the budget. In a
+        single-threaded process (sshd with pam_python) the lookup runs in a
+        child process that is killed if it does not finish: a thread left
+        behind would make the later setns(CLONE_NEWNS) of join_container
+        fail (EINVAL: the process shares its fs_struct with the thread). A
+        process that has threads already (the service, whose client joins
+        the namespaces) keeps to a thread: fork is unsafe there."""
+        wait = min(DNS_TIMEOUT, self.deadline.remaining(keep_reserve=True))
+        if wait <= 0:
+            return []
+        try:
+            threaded = len(os.listdir("/proc/self/task")) > 1
+        except OSError:
+            threaded = True
+        if threaded:
+            return self._resolve_in_thread(host, wait)
+        return self._resolve_in_child(host, wait)
+
+    def _resolve_in_thread(self, host, wait):
         import _thread
         result = []
         done = _thread.allocate_lock()
@@ -281,14 +303,62 @@ class Adopter(object):
                 result.extend(canonical_names(host))
             finally:
                 done.release()
-        wait = min(DNS_TIMEOUT, self.deadline.remaining(keep_reserve=True))
-        if wait <= 0:
-            return []
         _thread.start_new_thread(lookup, ())
         if not done.acquire(True, wait):
             self.log.error("host name lookup of %s did not finish within %.1fs" % (host, wait))
             return []
         return result
+
+    def _resolve_in_child(self, host, wait):
+        import select
+        import signal
+        import time
+        read_end, write_end = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(read_end)
+            os.close(write_end)
+            self.log.error("host name lookup of %s: fork failed: %s" % (host, exc))
+            return []
+        if pid == 0:                                        # the child: look up, write, exit
+            code = 1
+            try:
+                os.close(read_end)
+                data = "\n".join(canonical_names(host)).encode("utf-8", "surrogateescape")
+                while data:
+                    data = data[os.write(write_end, data[:65536]):]
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write_end)
+        chunks = []
+        end = time.monotonic() + wait
+        try:
+            poller = select.poll()
+            poller.register(read_end, select.POLLIN | select.POLLHUP)
+            while True:
+                left = end - time.monotonic()
+                if left <= 0 or not poller.poll(max(1, int(left * 1000))):
+                    self.log.error("host name lookup of %s did not finish within %.1fs"
+                                   % (host, wait))
+                    os.kill(pid, signal.SIGKILL)
+                    chunks = None
+                    break
+                chunk = os.read(read_end, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        finally:
+            os.close(read_end)
+            try:
+                os.waitpid(pid, 0)          # at once: it has exited or been killed
+            except OSError:
+                pass
+        if chunks is None:
+            return []
+        return [name for name in b"".join(chunks).decode("utf-8", "surrogateescape").split("\n")
+                if name]
 
     # -- the flow --------------------------------------------------------------
     def run(self):

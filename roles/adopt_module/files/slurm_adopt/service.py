@@ -30,7 +30,7 @@ import sys
 import time
 
 from . import protocol as proto
-from .constants import LOG_AUTHPRIV, LOG_LEVEL_INFO, SYSLOG_TIMEOUT, TOTAL_BUDGET, StepdError
+from .constants import LOG_AUTHPRIV, LOG_LEVEL_INFO, SYSLOG_TIMEOUT, TOTAL_BUDGET
 from .flow import Adopter, PamContext, report_option_problems, run_safely
 from .log import Log
 from .options import parse_options
@@ -382,8 +382,8 @@ class ServiceContext(PamContext):
 
 
 class ServiceAdopter(Adopter):
-    """The flow, with the client's commitment before the adoption and setns
-    carried out in the client."""
+    """The flow, with the client's commitment before the adoption; setns is
+    carried out in the client (ServiceContext.setns)."""
 
     def adopt(self, step):
         if not self.dry_run:
@@ -394,30 +394,6 @@ class ServiceAdopter(Adopter):
                                % (self.ctx.pid, step.job_id, exc))
                 return False
         return Adopter.adopt(self, step)
-
-    def _join_namespaces(self, conn):
-        # Adopter._join_namespaces, with setns() done by the client
-        # (ctx.setns); see docs/service.md, "Integration".
-        try:
-            fds = conn.namespace_fds()
-        except StepdError as exc:
-            self.log.error("stepd_get_ns_fd failed: %s" % exc)
-            return False
-        if not fds:
-            self.log.debug2("No ns_fd given back, expected if not running with a job_container "
-                            "plugin that supports namespace mounting")
-            return True
-        ok = True
-        for ns_type, fd in fds:
-            try:
-                if ok:                      # after a failure: only close the rest
-                    self.ctx.setns(fd, ns_type)
-            except OSError as exc:
-                self.log.error("setns() failed: %s" % exc.strerror)
-                ok = False
-            finally:
-                os.close(fd)
-        return ok
 
 
 class ConfigCache(object):
