@@ -7,7 +7,7 @@ SHELL := /bin/bash
 VENV  := .venv
 PY    := $(VENV)/bin/python
 
-.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-sid lab-down images unit corpus node checks molecule fleet scale bench mutation
+.PHONY: demo demo-node test venv lab lab-host lab-trixie lab-sid lab-down images unit corpus node checks molecule fleet scale scale-pull bench mutation
 
 ## demo: the main job on a lab on this machine: a 4-node podman cluster (controller, two
 ## compute nodes, a login node; real munge + Slurm), the rollout (playbooks/site.yml), the
@@ -105,9 +105,17 @@ fleet: venv images
 ## scale: the fleet lab with 2, 4, 8 and 16 compute nodes: site.yml (first run, then a second
 ## run that must change nothing) and healthcheck.yml, timed per batch, per node and per task
 ## (lab/fleet/scale.sh; docs/fleet.md, "Scale"); writes benchmarks/fleet_scale.json and .md.
-## Not part of `make test` (about 25 minutes on 2 CPUs). SCALE_SIZES="16" for one size.
+## Not part of `make test` (9 minutes for N = 2, 50 for N = 16 on 2 busy CPUs). SCALE_SIZES="16" for one size.
 scale: venv images
 	bash lab/fleet/scale.sh
+
+## scale-pull: ansible-pull, tested once: a compute node of the scale lab configures itself
+## at boot from a bare git repository of a site's configuration, bind-mounted (no network),
+## and ends adopted-ready: drift check green, real logins denied/admitted/adopted, a second
+## pull changes nothing (lab/fleet/scale-pull.sh; docs/fleet.md, "ansible-pull").
+## Not part of `make test` (an image build with ansible-core from PyPI, one node, two pulls).
+scale-pull: venv images
+	bash lab/fleet/scale-pull.sh
 
 ## bench: median ssh login time without/with the C module and with ours, and their ratio
 bench: lab-host

@@ -22,7 +22,9 @@
 #   fleet     the multi-node podman lab: rollout, health check, drift, removal
 #   image     image mode (tests/image): the roles applied to a debootstrapped Debian 12
 #             image root (cached under /var/cache/slurm-adopt-image), idempotence, exact
-#             removal, the first-boot login check on the image's own libpam
+#             removal, the first-boot login check on the image's own libpam; then the
+#             applied image booted as a systemd container in the fleet lab (node3):
+#             real ssh logins (adopted, denied, admin) and the drift check green
 #
 # When molecule and image are asked for beside host stages (the default), they
 # run one after the other in the background from the start, beside unit,
@@ -30,6 +32,10 @@
 # the others the host and the chroot labs; on 2 CPUs this saves about a third
 # of the wall time); their output is kept in build/test-all/<stage>.log and
 # printed when their turn comes.  TEST_ALL_SERIAL=1 runs every stage in order.
+# The fleet stage and the image stage's boot test both use the fleet lab's
+# containers (saf-ctl, saf-node1, ...): they take build/test-all/fleet-lab.lock
+# in turn (a lock of this run only, not the machine's podman lock, which a
+# caller may hold around the whole run).
 #
 # Usage: scripts/test-all.sh [stage ...]     (default: all, in the order above)
 # Needs: root on Debian 12; the labs and the venv must be set up (make test does it).
@@ -41,6 +47,12 @@ PY=$ROOT/.venv/bin/python
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(unit corpus node checks molecule fleet image)
 
+# fleet_lab CMD...: CMD while holding the fleet lab of this run (see above)
+fleet_lab() {
+    mkdir -p "$ROOT/build/test-all"
+    flock "$ROOT/build/test-all/fleet-lab.lock" "$@"
+}
+
 run_stage() {
     case $1 in
         unit)     "$PY" -m pytest -q -m "not node" tests/unit tests/fleet/test_node_scripts.py ;;
@@ -49,8 +61,10 @@ run_stage() {
                   && ADOPT_LAB_REQUIRED=1 "$PY" -m pytest -q -m node tests/unit ;;
         checks)   scripts/check-collection.sh ;;
         molecule) scripts/molecule.sh ;;
-        fleet)    bash lab/fleet/test.sh ;;
-        image)    "$PY" -m pytest -q -p no:cacheprovider tests/image/test_image_mode.py ;;
+        fleet)    fleet_lab bash lab/fleet/test.sh ;;
+        image)    "$PY" -m pytest -q -p no:cacheprovider tests/image/test_image_mode.py; local rc=$?
+                  fleet_lab "$PY" -m pytest -q -p no:cacheprovider tests/image/test_image_boot.py || rc=1
+                  return $rc ;;
         *)        echo "unknown stage $1 (unit corpus node checks molecule fleet image)" >&2; return 2 ;;
     esac
 }

@@ -24,3 +24,37 @@ wait_for() {
         sleep 0.5
     done
 }
+
+# lab_slurm_conf CLUSTER NODES [TASKPLUGIN] [PROLOGFLAGS]: the body of the
+# labs' slurm.conf (lab/fleet/up.sh: node[1-2]; lab/fleet/scale.sh: node[1-N]),
+# stock for pam_slurm_adopt unless TASKPLUGIN/PROLOGFLAGS say otherwise: no
+# PrologFlags=Contain, no task/cgroup (the rollout's work).
+lab_slurm_conf() {
+    cat <<EOF
+ClusterName=$1
+SlurmctldHost=ctl
+SlurmUser=slurm
+SlurmdUser=root
+AuthType=auth/munge
+StateSaveLocation=/var/lib/slurm/slurmctld
+SlurmdSpoolDir=/var/lib/slurm/slurmd
+SlurmctldPidFile=/run/slurmctld.pid
+SlurmdPidFile=/run/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+SchedulerType=sched/backfill
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ProctrackType=proctrack/cgroup
+TaskPlugin=${3:-task/affinity}
+JobAcctGatherType=jobacct_gather/none
+MpiDefault=none
+ReturnToService=2
+SlurmdTimeout=60
+InactiveLimit=0
+KillWait=5
+${4:+PrologFlags=$4}
+NodeName=$2 CPUs=2 RealMemory=1000 State=UNKNOWN
+PartitionName=batch Nodes=$2 Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
+EOF
+}

@@ -5,12 +5,13 @@
 #
 #   lab/fleet/scale-pull.sh        # build, boot, check, reboot-run again, tear down
 #
-# 1. A site configuration repository, as a site would keep one: a git
+# 1. A site configuration repository, as a site would keep one: a bare git
 #    repository with lab/fleet/scale/pull/local.yml, its ansible.cfg and the
-#    collection (this working tree) vendored under collections/.
+#    collection (this working tree) vendored under collections/; no network:
+#    it is bind-mounted into the node read-only.
 # 2. A node image (lab/fleet/scale/pull/Containerfile: the scale lab's node
 #    plus git and ansible-core) whose unit slurm-adopt-pull.service runs
-#    `ansible-pull -U /srv/site-config local.yml` at boot.
+#    `ansible-pull -U /srv/site-config.git local.yml` at boot.
 # 3. The scale lab's controller and one such node (node1), the repository
 #    bind-mounted read-only; slurm.conf already carries the prerequisites
 #    (PrologFlags=Contain, task/cgroup, proctrack/cgroup), as a site's own
@@ -51,10 +52,13 @@ HERE=$HERE python3 -c 'import os, sys; sys.path.insert(0, os.path.join(os.enviro
 git -C "$repo" init -q -b main
 git -C "$repo" -c user.name=lab -c user.email=lab@localhost add -A
 git -C "$repo" -c user.name=lab -c user.email=lab@localhost commit -q -m "site configuration"
+# what the nodes pull from: a bare repository, as a site's git server keeps it
+rm -rf "$repo.git"
+git clone -q --bare "$repo" "$repo.git"
 
 # ---------------------------------------------------------------- the lab
 UP_IMAGE=$tag UP_TASKPLUGIN=task/affinity,task/cgroup UP_PROLOGFLAGS=Contain
-UP_MOUNTS=(-v "$repo:/srv/site-config:ro")
+UP_MOUNTS=(-v "$repo.git:/srv/site-config.git:ro")
 up 1
 
 unit_done() {

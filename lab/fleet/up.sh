@@ -89,34 +89,8 @@ done
 printf '%s' "$HOSTS_LINES" > "$STATE/hosts"
 
 # ----------------------------------------------------------------- config files
-cat > "$STATE/slurm.conf" <<EOF
-# fleet lab (lab/fleet/up.sh)
-ClusterName=fleet
-SlurmctldHost=ctl
-SlurmUser=slurm
-SlurmdUser=root
-AuthType=auth/munge
-StateSaveLocation=/var/lib/slurm/slurmctld
-SlurmdSpoolDir=/var/lib/slurm/slurmd
-SlurmctldPidFile=/run/slurmctld.pid
-SlurmdPidFile=/run/slurmd.pid
-SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
-SchedulerType=sched/backfill
-SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
-ProctrackType=proctrack/cgroup
-TaskPlugin=task/affinity
-JobAcctGatherType=jobacct_gather/none
-MpiDefault=none
-ReturnToService=2
-SlurmdTimeout=60
-InactiveLimit=0
-KillWait=5
-${FLEET_PROLOGFLAGS:+PrologFlags=$FLEET_PROLOGFLAGS}
-NodeName=node[1-2] CPUs=2 RealMemory=1000 State=UNKNOWN
-PartitionName=batch Nodes=node[1-2] Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:8
-EOF
+{ echo '# fleet lab (lab/fleet/up.sh)'; lab_slurm_conf fleet 'node[1-2]' task/affinity "${FLEET_PROLOGFLAGS:-}"; } \
+    > "$STATE/slurm.conf"
 cat > "$STATE/cgroup.conf" <<'EOF'
 CgroupPlugin=cgroup/v1
 ConstrainCores=no

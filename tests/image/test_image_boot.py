@@ -151,8 +151,9 @@ EOF
 
 
 def ssh(user, ip, command):
+    # LogLevel INFO: PAM's messages (the module's denial) come back on stderr
     return sh('ssh', '-i', os.path.join(STATE, user), '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-              '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR',
+              '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=INFO',
               '-o', 'ConnectTimeout=20', '%s@%s' % (user, ip), command, timeout=60)
 
 

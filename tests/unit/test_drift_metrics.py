@@ -293,3 +293,61 @@ def test_label_values_are_escaped():
     lines = []
     check._metric(lines, "slurm_adopt_x", "gauge", "h", [({"a": 'q"b\\n\nz'}, 1)])
     assert lines[-1] == 'slurm_adopt_x{a="q\\"b\\\\n\\nz"} 1'
+
+
+# -- the host lab: real sshd, real pam_python, real Slurm 22.05 ---------------------
+
+
+@pytest.fixture
+def host_lab():
+    sys.path.insert(0, os.path.join(REPO, "lab"))
+    import labctl
+    try:
+        lab = labctl.Lab.load("host")
+    except labctl.LabError as exc:
+        if os.environ.get("ADOPT_LAB_REQUIRED") or os.environ.get("CI"):
+            pytest.fail("the host lab is required but not up: %s" % exc)
+        pytest.skip("the host lab is not up: %s" % exc)
+    with lab.lock():
+        lab.ensure_up(timeout=60)
+        lab.cancel_all()
+        try:
+            yield lab
+        finally:
+            lab.restore_account_line("py")
+            lab.cancel_all()
+
+
+@pytest.mark.node
+def test_lab_real_ssh_logins_are_counted(host_lab, node_tree):
+    """Logins through the lab's real sshd, with this checkout's module loaded
+    by pam_python, land in the module's own counter directory; the check
+    turns them into the scraped counts."""
+    lab = host_lab
+    created = [d for d in (os.path.dirname(counters.COUNTER_DIR), counters.COUNTER_DIR) if not os.path.exists(d)]
+    with open(node_tree["config"]) as handle:
+        conf = json.load(handle)
+    conf["counter_dir"] = counters.COUNTER_DIR
+    with open(node_tree["config"], "w") as handle:
+        json.dump(conf, handle)
+    lab.set_account_line("py", "account required pam_python.so %s service=%s"
+                         % (os.path.join(MODULE_SRC, "pam_slurm_adopt.py"), lab.pam_services["py"]))
+    exporter = Exporter(node_tree["textfile"])
+    try:
+        assert run_check(node_tree).returncode == 0
+        assert value(exporter.samples(), "slurm_adopt_login_counting") == 1
+        assert lab.ssh("py", "bob", "true").rc != 0                      # no job: denied
+        job = lab.submit("alice")
+        assert lab.ssh("py", "alice", "true").job_id == job              # adopted
+        assert lab.ssh("py", "carol", "true").rc != 0                    # denied
+        res = run_check(node_tree)
+        assert res.returncode == 0, res.stdout + res.stderr
+        got = exporter.samples()
+        assert value(got, "slurm_adopt_logins_since_last_check", result="denied") == 2
+        assert value(got, "slurm_adopt_logins_since_last_check", result="adopted") == 1
+        assert value(got, "slurm_adopt_logins_since_last_check", result="allowed") == 0
+        assert value(got, "slurm_adopt_login_errors_since_last_check") == 0
+    finally:
+        exporter.close()
+        for path in reversed(created):
+            shutil.rmtree(path, ignore_errors=True)

@@ -8,7 +8,12 @@ as root) and one real slurm.conf with an empty spool directory; the
 deployed adopt rule of node n2 sets action_no_jobs=ignore.  The installed
 module's real `explain` must answer with each node's deployed options: deny
 on n1, no decision on n2; the table and the JSON form say so; --check gives
-the same; nothing changes (changed=0)."""
+the same; nothing changes (changed=0).
+
+With the host lab (marked `node`: real Slurm 22.05, real jobs): the lab's
+live `py` sshd account stack; the deployed options change the answer
+(action_no_jobs=ignore for a user without a job, action_unknown=deny for a
+user with two jobs), a user with one job is adopted into it."""
 
 import json
 import os
@@ -26,6 +31,7 @@ from conftest import REPO, _COLL_ROOT
 PLAYBOOK = os.path.join(REPO, 'playbooks', 'explain.yml')
 ANSIBLE_PLAYBOOK = os.path.join(os.path.dirname(sys.executable), 'ansible-playbook')
 MODULE_SRC = os.path.join(REPO, 'roles', 'adopt_module', 'files')
+sys.path.insert(0, os.path.join(REPO, 'lab'))
 
 
 def playbook(inventory, extra, *args, timeout=600):
@@ -135,3 +141,76 @@ def test_a_node_without_an_adopt_rule_says_so(two_nodes):
     with open(out) as handle:
         nodes = {n['host']: n for n in json.load(handle)['nodes']}
     assert nodes['n1']['decision'] == 'PAM_PERM_DENIED'
+
+
+# -- the host lab: real Slurm 22.05, real jobs --------------------------------------
+
+
+@pytest.fixture
+def host_lab():
+    import labctl
+    try:
+        lab = labctl.Lab.load('host')
+    except labctl.LabError as exc:
+        if os.environ.get('ADOPT_LAB_REQUIRED') or os.environ.get('CI'):
+            pytest.fail('the host lab is required but not up: %s' % exc)
+        pytest.skip('the host lab is not up: %s' % exc)
+    with lab.lock():
+        lab.ensure_up(timeout=60)
+        lab.cancel_all()
+        try:
+            yield lab
+        finally:
+            lab.restore_account_line('py')
+            lab.cancel_all()
+
+
+def lab_explain(lab, tmp_path, user):
+    inventory = write_inventory(str(tmp_path / 'inventory.json'), {
+        'vm': {'adopt_drift_pam_service': lab.pam_services['py']}})
+    out = str(tmp_path / 'explain.json')
+    res = playbook(inventory, {'user': user, 'explain_json': out, 'slurm_conf': lab.slurm_conf})
+    assert res.returncode == 0, res.stdout[-6000:] + res.stderr[-2000:]
+    assert all(r['changed'] == 0 for r in recap(res.stdout).values())
+    with open(out) as handle:
+        node = json.load(handle)['nodes'][0]
+    assert node['error'] is None, node
+    return node
+
+
+def deploy(lab, *options):
+    """The lab's py adopt line, with this checkout's module (the lab may run
+    another checkout's, below /tmp, which the explain refuses to run as root)."""
+    line = 'account required pam_python.so %s service=%s %s' % (
+        os.path.join(MODULE_SRC, 'pam_slurm_adopt.py'), lab.pam_services['py'], ' '.join(options))
+    lab.set_account_line('py', line.strip())
+
+
+@pytest.mark.node
+def test_lab_deployed_options_change_the_explained_decision(host_lab, tmp_path):
+    lab = host_lab
+    bob = lab.user('bob')
+    deploy(lab)
+    plain = lab_explain(lab, tmp_path, bob)
+    assert plain['decision'] == 'PAM_PERM_DENIED' and plain['why'].endswith('owns no jobs => deny'), plain
+    assert lab.ssh('py', 'bob', 'true').rc != 0          # the real login agrees
+    deploy(lab, 'action_no_jobs=ignore')
+    ignored = lab_explain(lab, tmp_path, bob)
+    assert ignored['decision'] == 'PAM_IGNORE', ignored
+    assert 'action_no_jobs=ignore' in ignored['options'] and ignored['why'].endswith('action_no_jobs=ignore')
+    # the real login agrees: the rest of the stack decides (pam_unix: bob gets in)
+    assert lab.ssh('py', 'bob', 'true').rc == 0
+
+    alice = lab.user('alice')
+    first = lab.submit('alice')
+    one = lab_explain(lab, tmp_path, alice)
+    assert one['decision'] == 'PAM_SUCCESS' and one['detail'] == 'adopt into job %d' % first, one
+    second = lab.submit('alice')
+    newest = lab_explain(lab, tmp_path, alice)
+    assert newest['decision'] == 'PAM_SUCCESS' and newest['detail'].startswith('adopt into job'), newest
+    deploy(lab, 'action_unknown=deny')
+    denied = lab_explain(lab, tmp_path, alice)
+    assert denied['decision'] == 'PAM_PERM_DENIED' and 'action_unknown=deny' in denied['options'], denied
+    assert denied['why'] == 'Denying due to action_unknown=deny', denied
+    assert lab.ssh('py', 'alice', 'true').rc != 0       # the real login is denied too
+    assert second in lab.jobs_of('alice')
