@@ -579,5 +579,5 @@ def run_safely(adopter):
 
 
 def report_option_problems(opts, log, service):
-    for _option, text in opts.problems:
+    for text in opts.problems:
         log.pam_syslog(3, text, service)
