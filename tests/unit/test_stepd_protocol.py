@@ -152,7 +152,8 @@ def test_socket_path_length_limit(tmp_path):
         else:
             assert str(err.value) == ("connect() failed for %s: No such file or directory"
                                       % step.path)
-            assert answer.failure == "error" and "No such file or directory" in answer.message
+            assert (answer.failure, answer.message) == (
+                "error", "connect() failed for %s: No such file or directory" % step.path)
 
 
 # -- connect and handshake ----------------------------------------------------------------
@@ -411,3 +412,109 @@ def test_setns_joins_a_namespace_and_names_a_refusal():
         assert err.value.strerror == os.strerror(errno.EINVAL)
     finally:
         os.close(fd)
+
+
+# -- the uid queries, all at once (query_steps) -------------------------------------------
+
+def test_query_names_a_rejection_and_a_failed_connect(tmp_path):
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(loc(tmp_path, 5).path)
+    stale.close()
+    fake = FakeStepd(str(tmp_path), NODE, 6, uid=1, behaviour="reject")
+    try:
+        answers = query_steps([loc(tmp_path, 5), loc(tmp_path, 6)], Deadline(5), (0,))
+        assert [(a.failure, a.message) for a in answers] == [
+            ("error", "connect() failed for %s: Connection refused" % loc(tmp_path, 5).path),
+            ("error", "slurmstepd %s rejected the connection" % fake.path)]
+    finally:
+        fake.close()
+
+
+def test_query_of_a_stepd_that_resets_the_connection(tmp_path):
+    """A stepd that closes without reading the request: the read fails at
+    once (ECONNRESET), which is an error, not a wait for the timeout."""
+    path = loc(tmp_path, 7).path
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def close_unread():
+        conn, _peer = server.accept()
+        time.sleep(0.1)                       # the request is in its buffer, unread
+        conn.close()
+    thread = threading.Thread(target=close_unread, daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        [answer] = query_steps([loc(tmp_path, 7)], Deadline(5), (0,), timeout=3)
+        assert time.monotonic() - start < 1.5
+        assert (answer.failure, answer.message) == (
+            "error", "slurmstepd %s: read failed: [Errno 104] Connection reset by peer" % path)
+    finally:
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.timeout(20)
+def test_query_of_a_stepd_whose_backlog_is_full(tmp_path):
+    """connect() gets EAGAIN: it is tried again until the stepd's timeout,
+    never blocking, and the others are answered meanwhile."""
+    path = loc(tmp_path, 8).path
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(0)
+    fillers = []
+    for _i in range(2):
+        filler = socket.socket(socket.AF_UNIX)
+        filler.setblocking(False)
+        try:
+            filler.connect(path)
+        except OSError:
+            pass
+        fillers.append(filler)
+    fake = FakeStepd(str(tmp_path), NODE, 9, uid=4242)
+    try:
+        start = time.monotonic()
+        full, good = query_steps([loc(tmp_path, 8), loc(tmp_path, 9)], Deadline(5), (0,),
+                                 timeout=0.4)
+        assert time.monotonic() - start < 1.5
+        assert (full.failure, full.message) == (
+            "timeout", "slurmstepd %s did not answer within 0.4s" % path)
+        assert (good.failure, good.uid) == (None, 4242)
+    finally:
+        fake.close()
+        for sock in fillers:
+            sock.close()
+        server.close()
+
+
+@pytest.mark.timeout(20)
+def test_query_asks_at_most_parallel_stepds_at_once(tmp_path):
+    """parallel=2 and three silent stepds: the third is asked when the first
+    two have timed out, so the whole query takes two timeouts."""
+    fakes = [FakeStepd(str(tmp_path), NODE, job, uid=1, behaviour="stopped") for job in (1, 2, 3)]
+    try:
+        start = time.monotonic()
+        answers = query_steps([loc(tmp_path, j) for j in (1, 2, 3)], Deadline(10), (0,),
+                              timeout=0.4, parallel=2)
+        elapsed = time.monotonic() - start
+        assert [a.failure for a in answers] == ["timeout"] * 3
+        assert 0.75 < elapsed < 2.0, elapsed
+    finally:
+        for fake in fakes:
+            fake.close()
+
+
+def test_query_goes_on_after_a_step_it_cannot_even_start(tmp_path):
+    """parallel=1: a socket path that is too long fails before connect();
+    the next step is still asked."""
+    long_dir = str(tmp_path) + "/" + "d" * 100
+    os.makedirs(long_dir)
+    fake = FakeStepd(str(tmp_path), NODE, 4, uid=4242)
+    try:
+        bad, good = query_steps([StepLoc(long_dir, NODE, 3, C.SLURM_EXTERN_CONT),
+                                 loc(tmp_path, 4)], Deadline(5), (0,), parallel=1)
+        assert bad.failure == "error" and "is too long" in bad.message
+        assert (good.failure, good.uid) == (None, 4242)
+    finally:
+        fake.close()
