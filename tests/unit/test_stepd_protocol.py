@@ -518,3 +518,24 @@ def test_query_goes_on_after_a_step_it_cannot_even_start(tmp_path):
         assert (good.failure, good.uid) == (None, 4242)
     finally:
         fake.close()
+
+
+def test_write_to_a_stepd_that_went_away_is_named(scripted, tmp_path):
+    conn = scripted(23, lambda c: None)           # handshake, then closes
+    with conn:
+        time.sleep(0.2)
+        with pytest.raises(C.StepdError) as err:
+            conn.add_extern_pid(1)
+    assert str(err.value) == ("slurmstepd %s: write failed: [Errno 32] Broken pipe"
+                              % loc(tmp_path, 23).path)
+
+
+def test_read_from_a_stepd_that_reset_the_connection_is_named(scripted, tmp_path):
+    def close_unread(conn):
+        time.sleep(0.2)                           # the request arrives and is never read
+    conn = scripted(24, close_unread)
+    with conn:
+        with pytest.raises(C.StepdError) as err:
+            conn.get_uid()
+    assert str(err.value) == ("slurmstepd %s: read failed: [Errno 104] Connection reset by peer"
+                              % loc(tmp_path, 24).path)
