@@ -78,7 +78,7 @@ MUTATION_DIR := build/mutation
 MUTATE ?= flow.py stepd.py callerid.py options.py
 MUTATION_TESTS := test_flow.py test_flow_log.py test_stepd.py test_stepd_protocol.py test_callerid.py \
 	test_callerid_replies.py test_options.py test_slurmconf.py test_entry.py test_munge.py test_log.py \
-	test_counters.py
+	test_counters.py test_flow_paths.py
 MUTATION_SCORE = ../../$(PY) ../../tests/unit/mutation_score.py results.txt \
 	--equivalent ../../tests/unit/mutation_equivalent.txt
 define mutation_setup
