@@ -109,7 +109,8 @@ mutation-recheck: venv
 	test -f $(MUTATION_DIR)/results.txt || { echo "run make mutation first"; exit 1; }
 	rm -rf $(MUTATION_DIR).base && mv $(MUTATION_DIR) $(MUTATION_DIR).base
 	$(mutation_setup)
-	cd $(MUTATION_DIR) && ../../$(PY) ../../tests/unit/mutation_recheck.py ../mutation.base . > recheck.txt \
+	cd $(MUTATION_DIR) && ../../$(PY) ../../tests/unit/mutation_recheck.py ../mutation.base . \
+	    ../../tests/unit/mutation_equivalent.txt > recheck.txt \
 	  && ../../$(VENV)/bin/mutmut run --max-children 2 $$(cat recheck.txt) >mutmut-run.log 2>&1; \
 	  ../../$(VENV)/bin/mutmut results --all true > results.txt 2>&1; \
 	  $(MUTATION_SCORE) --base ../mutation.base

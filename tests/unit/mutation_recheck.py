@@ -2,7 +2,7 @@
 """The mutants to run again after a change (make mutation-recheck). Not a
 test module.
 
-    mutation_recheck.py BASE_DIR NEW_DIR
+    mutation_recheck.py BASE_DIR NEW_DIR [EQUIVALENT_LIST]
 
 BASE_DIR is an earlier `make mutation` directory (its src/ and its
 results.txt), NEW_DIR the fresh copy of the current code. Printed, one a
@@ -10,7 +10,10 @@ line: a glob for every function whose code differs from BASE_DIR's (or is
 new), so that all of its mutants run again; and the name of every mutant of
 an unchanged function that BASE_DIR's run did not kill. A mutant of an
 unchanged function that was killed stays killed: the tests only grow, and
-mutmut runs a mutant against the tests that call its function.
+mutmut runs a mutant against the tests that call its function. A survivor
+of an unchanged function that EQUIVALENT_LIST names (mutation_equivalent.txt)
+is not run again either: it keeps its status, and mutation_score.py checks
+the listed line against `mutmut show` as for any run.
 mutation_score.py --base BASE_DIR merges the two runs and refuses a mutant
 whose function changed but was not run again."""
 
@@ -64,14 +67,19 @@ def changed_functions(base_dir, new_dir, modules):
 
 
 def main(argv):
-    base_dir, new_dir = argv
+    base_dir, new_dir = argv[:2]
+    skip = set()
+    if len(argv) > 2:
+        import mutation_score
+        skip = set(mutation_score.read_equivalent(argv[2]))
     base = read_results(os.path.join(base_dir, "results.txt"))
     modules = sorted({NAME.match(n).group("module") for n in base})
     changed = changed_functions(base_dir, new_dir, modules)
     wanted = ["%s.%s__mutmut_*" % key for key in sorted(changed)]
     for name, status in sorted(base.items()):
         match = NAME.match(name)
-        if (match.group("module"), match.group("func")) in changed or status in KILLED:
+        if ((match.group("module"), match.group("func")) in changed or status in KILLED
+                or name in skip):
             continue
         wanted.append(name)
     for line in wanted:
