@@ -463,6 +463,39 @@ def test_own_socket_conn_of_sockets_that_are_no_connection():
             sock.close()
 
 
+def test_own_socket_conn_of_a_descriptor_that_is_no_socket():
+    """A descriptor that is not (or no longer) a socket: "ask the tables",
+    and the duplicate made to look at it is closed."""
+    r, w = os.pipe()
+    try:
+        before = sorted(os.listdir("/proc/self/fd"))
+        assert callerid._own_socket_conn(r) is callerid._UNKNOWN
+        assert sorted(os.listdir("/proc/self/fd")) == before
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def test_own_socket_conn_skips_a_stream_socket_that_is_not_tcp():
+    """An MPTCP socket is SOCK_STREAM but not IPPROTO_TCP: it is in no TCP
+    table, so the C module never finds it either."""
+    mptcp = 262                                  # IPPROTO_MPTCP (Linux 5.6+)
+    try:
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM, mptcp)
+    except OSError as exc:
+        pytest.fail("no MPTCP in this kernel: %s" % exc)
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    client = socket.socket(socket.AF_INET, socket.SOCK_STREAM, mptcp)
+    client.connect(server.getsockname())
+    accepted, _peer = server.accept()
+    try:
+        assert callerid._own_socket_conn(client.fileno()) is None
+    finally:
+        for sock in (client, accepted, server):
+            sock.close()
+
+
 def test_own_netinfo_defaults_to_this_process():
     client, accepted = _pair()
     try:
@@ -501,6 +534,8 @@ def test_own_netinfo_of_this_process_asks_its_socket_not_the_tables(monkeypatch)
     it is this process's first socket that can be in a TCP table."""
     client, accepted = _pair()
     low = os.dup(accepted.fileno())
+    accepted_port = accepted.getsockname()[1]
+    accepted.close()                  # sshd's end is now only `low`; the ssh client's end stays
     inet_below = []
     for name in sorted(os.listdir("/proc/self/fd"), key=int):
         fd = int(name)
@@ -523,13 +558,11 @@ def test_own_netinfo_of_this_process_asks_its_socket_not_the_tables(monkeypatch)
     try:
         assert inet_below == [], "an earlier test left TCP sockets open: %s" % inet_below
         conn = callerid.own_netinfo("self")
-        assert (conn.port_src, conn.port_dst) == (client.getsockname()[1],
-                                                  accepted.getsockname()[1])
+        assert (conn.port_src, conn.port_dst) == (client.getsockname()[1], accepted_port)
         assert opened == []
     finally:
         os.close(low)
         client.close()
-        accepted.close()
 
 
 def test_own_netinfo_on_a_kernel_without_ipv6(tmp_path):
