@@ -17,6 +17,10 @@ from slurm_adopt.options import parse_options
 from test_callerid import FakeSlurmd, packstr, reply_with_cred, v4
 from test_flow import NODE, Ctx, adopted, node_v1  # noqa: F401 pylint: disable=unused-import
 
+# The wrapper itself: tests that drive the flow swap flow.callerid_rpc for a
+# fake (test_counters.py does not put it back), so it is taken at import.
+LAZY_CALLERID_RPC = flow_mod.callerid_rpc
+
 
 def test_the_lazy_callerid_client_passes_every_argument(monkeypatch):
     """flow.callerid_rpc imports the client on first use and hands it the
@@ -27,7 +31,7 @@ def test_the_lazy_callerid_client_passes_every_argument(monkeypatch):
                                                     flags=C.SLURM_NO_AUTH_CRED))
     conn = callerid.CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
     try:
-        assert flow_mod.callerid_rpc(conn, slurmd.port, 0x2600, None, 2.0,
+        assert LAZY_CALLERID_RPC(conn, slurmd.port, 0x2600, None, 2.0,
                                      time.monotonic() + 5, Log(to_syslog=False),
                                      trusted_uids=(0,), block_zero_hash=True) == (808, "n8")
     finally:
