@@ -255,13 +255,16 @@ def test_stepd_closing_is_named(scripted, tmp_path):
 
 @pytest.mark.timeout(20)
 def test_replies_in_pieces_are_put_together(scripted):
-    """A uid and an X11 reply that arrive a byte at a time."""
+    """A uid that arrives a byte at a time, an X11 reply in two parts."""
     def trickle(conn):
         recv_exactly(conn, 4)
         in_pieces(conn, struct.pack("=I", 4321))
         recv_exactly(conn, 4)
         raw = b"/home/u/.Xauthority\0"
-        in_pieces(conn, INT.pack(11) + INT.pack(len(raw)) + raw, pause=0.005)
+        reply = INT.pack(11) + INT.pack(len(raw)) + raw
+        conn.sendall(reply[:2])                   # half the display number, then the rest at once:
+        time.sleep(0.05)                          # a read must not take more than it asked for
+        conn.sendall(reply[2:])
         until_closed(conn)
     conn = scripted(14, trickle)
     with conn:
@@ -548,3 +551,56 @@ def test_read_from_a_stepd_that_reset_the_connection_is_named(scripted, tmp_path
             conn.get_uid()
     assert str(err.value) == ("slurmstepd %s: read failed: [Errno 104] Connection reset by peer"
                               % loc(tmp_path, 24).path)
+
+
+def test_query_of_a_stepd_that_hangs_up_after_the_request(tmp_path):
+    path = loc(tmp_path, 25).path
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def read_then_close():
+        conn, _peer = server.accept()
+        recv_exactly(conn, 8)                     # version and REQUEST_STEP_UID, read
+        conn.close()
+    thread = threading.Thread(target=read_then_close, daemon=True)
+    thread.start()
+    try:
+        [answer] = query_steps([loc(tmp_path, 25)], Deadline(5), (0,), timeout=3)
+        assert (answer.failure, answer.message) == (
+            "error", "slurmstepd %s closed the connection" % path)
+    finally:
+        thread.join(5)
+        server.close()
+
+
+@pytest.mark.timeout(20)
+def test_query_steps_not_yet_asked_when_the_budget_ends(tmp_path):
+    """parallel=1 and a silent first stepd: the budget ends while the second
+    waits its turn; both are named with the budget, and the second was never
+    connected to."""
+    fakes = [FakeStepd(str(tmp_path), NODE, 1, uid=1, behaviour="stopped"),
+             FakeStepd(str(tmp_path), NODE, 2, uid=2)]
+    try:
+        start = time.monotonic()
+        first, second = query_steps([loc(tmp_path, 1), loc(tmp_path, 2)], Deadline(0.4), (0,),
+                                    timeout=5, parallel=1)
+        assert time.monotonic() - start < 1.5
+        for answer, fake in ((first, fakes[0]), (second, fakes[1])):
+            assert (answer.failure, answer.message) == (
+                "timeout", "slurmstepd %s: time budget of the module exhausted" % fake.path)
+        assert fakes[1].client_versions == []
+    finally:
+        for fake in fakes:
+            fake.close()
+
+
+def test_query_records_each_steps_version(tmp_path):
+    fake = FakeStepd(str(tmp_path), NODE, 26, uid=3, version=0x2B00)
+    step = loc(tmp_path, 26)
+    try:
+        [answer] = query_steps([step], Deadline(5), (0,))
+        assert (answer.version, step.protocol_version, answer.uid, step.uid) == (
+            0x2B00, 0x2B00, 3, 3)
+    finally:
+        fake.close()
