@@ -613,4 +613,3 @@ def test_find_inode_with_a_decoy_after_the_right_line():
              " 4242        0 99 1\n")
     assert callerid.find_inode(HEADER + right + decoy, 4242)[3] == 0x4444
     assert callerid.find_inode(HEADER + decoy + right, 4242)[3] == 0x4444
-

@@ -31,9 +31,9 @@ def test_the_lazy_callerid_client_passes_every_argument(monkeypatch):
                                                     flags=C.SLURM_NO_AUTH_CRED))
     conn = callerid.CallerConn(v4("127.0.0.1"), 5000, v4("127.0.0.1"), 22, socket.AF_INET)
     try:
-        assert LAZY_CALLERID_RPC(conn, slurmd.port, 0x2600, None, 2.0,
-                                     time.monotonic() + 5, Log(to_syslog=False),
-                                     trusted_uids=(0,), block_zero_hash=True) == (808, "n8")
+        answer = LAZY_CALLERID_RPC(conn, slurmd.port, 0x2600, None, 2.0, time.monotonic() + 5,
+                                   Log(to_syslog=False), trusted_uids=(0,), block_zero_hash=True)
+        assert answer == (808, "n8")
     finally:
         slurmd.close()
 
@@ -45,7 +45,7 @@ def test_the_log_shares_the_adopters_budget():
     assert log.deadline is adopter.deadline
 
 
-def test_newest_on_cgroup_v1_with_a_guessed_node_name(node_v1):
+def test_newest_on_cgroup_v1_with_a_guessed_node_name(node_v1):  # noqa: F811
     """Without nodename=, the C module looks for the job cgroups under
     slurm_<NodeName> of the guessed node name too."""
     short = socket.gethostname().split(".", 1)[0]
