@@ -57,11 +57,19 @@ def test_each_option(arg, attr, value):
     ("disable_x11=yes", "disable_x11", False, "unrecognized disable_x11=yes, setting to '0'"),
     ("join_container=no", "join_container", True,
      "unrecognized join_container=no, setting to 'true'"),
+    # the 24.11.2+ wording (strings of the sid and trixie labs' pam_slurm_adopt.so)
+    ("single_job_skip_rpc=yes", "single_job_skip_rpc", True,
+     "unrecognized single_job_skip_rpc=yes, setting to '1'"),
+    ("ignore_root=no", "ignore_root", True, "unrecognized ignore_root=no, setting to '1'"),
+    # the message names the option as the C module spells it, whatever the argument's case
+    ("Ignore_Root=", "ignore_root", True, "unrecognized ignore_root=, setting to '1'"),
+    ("SINGLE_JOB_SKIP_RPC=2", "single_job_skip_rpc", True,
+     "unrecognized single_job_skip_rpc=2, setting to '1'"),
 ])
 def test_bad_values_keep_the_previous_value_and_are_reported(arg, attr, kept, message):
     opts = parse_options([arg])
     assert getattr(opts, attr) == kept
-    assert [text for _level, text in opts.problems] == [message]
+    assert opts.problems == [message]
 
 
 def test_bad_value_keeps_an_earlier_good_one():
@@ -72,7 +80,7 @@ def test_bad_value_keeps_an_earlier_good_one():
 def test_unknown_option_is_reported_and_ignored():
     opts = parse_options(["frobnicate=1", "action_no_jobs=ignore"])
     assert opts.action_no_jobs == "ignore"
-    assert opts.problems == [(None, "ignoring unrecognized option 'frobnicate=1'")]
+    assert opts.problems == ["ignoring unrecognized option 'frobnicate=1'"]
 
 
 @pytest.mark.parametrize("value,level,problem", [
@@ -94,7 +102,7 @@ def test_unknown_option_is_reported_and_ignored():
 def test_log_level_edges(value, level, problem):
     opts = parse_options(["log_level=" + value])
     assert opts.log_level == level
-    assert [t for _opt, t in opts.problems] == ([problem] if problem else [])
+    assert opts.problems == ([problem] if problem else [])
 
 
 @pytest.mark.parametrize("action,rc", [("deny", C.PAM_PERM_DENIED), ("allow", C.PAM_SUCCESS),
@@ -118,10 +126,8 @@ def test_log_level_numbers_as_strtoul_reads_them(value, level):
 
 
 def test_log_level_problems_name_the_value():
-    assert parse_options(["log_level=10"]).problems == [
-        ("log_level", "log level 10 too high, lowering to max")]
-    assert parse_options(["log_level=08"]).problems == [
-        ("log_level", "unrecognized log level 08, setting to max")]
+    assert parse_options(["log_level=10"]).problems == ["log level 10 too high, lowering to max"]
+    assert parse_options(["log_level=08"]).problems == ["unrecognized log level 08, setting to max"]
     assert parse_options(["log_level=9"]).problems == []
 
 
@@ -132,3 +138,25 @@ def test_as_dict_has_every_option_but_the_problems():
     assert set(d) == {"single_job_skip_rpc", "ignore_root", "action_no_jobs", "action_unknown",
                       "action_adopt_failure", "action_generic_failure", "log_level", "node_name",
                       "disable_x11", "pam_service", "join_container"}
+
+
+def test_an_action_option_does_not_end_the_parsing():
+    """Every argument is parsed, whatever comes before it."""
+    opts = parse_options(["action_no_jobs=ignore", "nodename=n9", "action_unknown=deny",
+                          "log_level=debug"])
+    assert (opts.action_no_jobs, opts.node_name, opts.action_unknown, opts.log_level) == (
+        "ignore", "n9", "deny", C.LOG_LEVEL_DEBUG)
+
+
+@pytest.mark.parametrize("value,problem", [
+    # strtoul reads hex digits in either case; 0xa is the number 10, not a bad name
+    ("0xa", "log level 10 too high, lowering to max"),
+    ("0XA", "log level 10 too high, lowering to max"),
+    ("0xFf", "log level 255 too high, lowering to max"),
+    ("0x10", "log level 16 too high, lowering to max"),
+    ("0x0b", "log level 11 too high, lowering to max"),
+])
+def test_hex_log_levels_are_numbers(value, problem):
+    opts = parse_options(["log_level=" + value])
+    assert opts.log_level == C.LOG_LEVEL_DEBUG5
+    assert opts.problems == [problem]

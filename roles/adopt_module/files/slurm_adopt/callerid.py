@@ -36,9 +36,6 @@ class CallerConn(object):
             return socket.inet_ntop(socket.AF_INET, self.ip_src[:4])
         return socket.inet_ntop(socket.AF_INET6, self.ip_src)
 
-    def __repr__(self):
-        return "CallerConn(%s:%d)" % (self.src_text, self.port_src)
-
 
 def _hex_addr(text):
     """/proc/net/tcp address: each 32-bit word in host order, as hex."""
@@ -125,11 +122,8 @@ def _own_socket_conn(fd):
             local, remote = sock.getsockname(), sock.getpeername()
         except (OSError, socket.error):
             return _UNKNOWN                 # listening or not connected
-        width = 4 if family == socket.AF_INET else 16
-        return CallerConn(socket.inet_pton(family, remote[0])[:width].ljust(16, b"\0"),
-                          remote[1],
-                          socket.inet_pton(family, local[0])[:width].ljust(16, b"\0"),
-                          local[1], family)
+        return CallerConn(socket.inet_pton(family, remote[0]).ljust(16, b"\0"), remote[1],
+                          socket.inet_pton(family, local[0]).ljust(16, b"\0"), local[1], family)
     except (OSError, socket.error, ValueError, TypeError):
         return _UNKNOWN
     finally:
@@ -152,8 +146,6 @@ def own_netinfo(pid="self", proc="/proc"):
     fd_dir = os.path.join(proc, str(pid), "fd")
     fds = []
     for name in os.listdir(fd_dir):
-        if name.startswith("."):
-            continue
         try:
             st = os.stat(os.path.join(fd_dir, name))
         except OSError:
@@ -162,10 +154,7 @@ def own_netinfo(pid="self", proc="/proc"):
             fds.append((name, st.st_ino))
     if pid == "self" and proc == "/proc":
         while fds:
-            try:
-                found = _own_socket_conn(int(fds[0][0]))
-            except ValueError:
-                found = _UNKNOWN
+            found = _own_socket_conn(int(fds[0][0]))
             if found is _UNKNOWN:
                 break
             if found is not None:
@@ -251,10 +240,7 @@ class _Reader(object):
         return struct.unpack(">Q", self.take(8))[0]
 
     def mem(self):
-        size = self.u32()
-        if size > len(self.data):
-            raise RpcError("implausible field length %d" % size)
-        return self.take(size)
+        return self.take(self.u32())
 
     def string(self):
         raw = self.mem()
@@ -288,9 +274,8 @@ class Reply(object):
     """A parsed reply: header fields, the auth credential (None when the
     slurmd sent none, SLURM_NO_AUTH_CRED) and the raw body."""
 
-    def __init__(self, version, flags, msg_type, credential, body):
+    def __init__(self, version, msg_type, credential, body):
         self.version = version
-        self.flags = flags
         self.msg_type = msg_type
         self.credential = credential
         self.body = body
@@ -313,7 +298,7 @@ def parse_reply(message):
             raise RpcError("reply has auth plugin %d, not munge" % plugin)
         credential = reader.mem().split(b"\0", 1)[0]
     body = reader.take(body_length)
-    return Reply(version, flags, msg_type, credential, body)
+    return Reply(version, msg_type, credential, body)
 
 
 def unpack_callerid_body(reply):
@@ -346,7 +331,7 @@ def unpack_callerid_response(message):
     return unpack_callerid_body(parse_reply(message))
 
 
-def check_reply_hash(reply, payload, block_zero_hash=False, block_null_hash=False):
+def check_reply_hash(reply, payload, block_zero_hash, block_null_hash):
     """_check_hash(): the payload of the reply's credential must bind the
     body (K12), or be the "no hash" form unless block_zero_hash is set."""
     if not payload:
@@ -363,8 +348,7 @@ def check_reply_hash(reply, payload, block_zero_hash=False, block_null_hash=Fals
         raise RpcError("reply body does not match its credential's hash")
 
 
-def verify_reply(reply, munge_socket, end, trusted_uids, log, block_zero_hash=False,
-                 block_null_hash=False):
+def verify_reply(reply, munge_socket, end, trusted_uids, log, block_zero_hash, block_null_hash):
     """Check the reply as the C client does (auth_g_verify, then
     _check_hash): munged must decode its credential, and the credential's
     payload must bind the body. A reply without a credential
@@ -400,10 +384,10 @@ class _Deadline(object):
     def __init__(self, end):
         self.end = end
 
-    def left(self, what):
+    def left(self):
         left = self.end - time.monotonic()
         if left <= 0:
-            raise socket.timeout(what)
+            raise socket.timeout()
         return left
 
 
@@ -419,7 +403,7 @@ def callerid_rpc(conn, port, version, munge_socket, timeout, end, log, trusted_u
     body = pack_callerid_body(conn)
     try:
         credential = munge_encode(body_hash(body, REQUEST_NETWORK_CALLERID), munge_socket,
-                                  min(MUNGE_TIMEOUT, clock.left("munge")))
+                                  min(MUNGE_TIMEOUT, clock.left()))
     except socket.timeout:
         raise RpcError("no time left for the callerid RPC")
     request = pack_callerid_request(version, credential, conn)
@@ -430,9 +414,9 @@ def callerid_rpc(conn, port, version, munge_socket, timeout, end, log, trusted_u
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         address = (socket.inet_ntop(socket.AF_INET, conn.ip_src[:4]), port)
     try:
-        sock.settimeout(clock.left("connect"))
+        sock.settimeout(clock.left())
         sock.connect(address)
-        sock.settimeout(clock.left("send"))
+        sock.settimeout(clock.left())
         sock.sendall(request)
         size = struct.unpack(">I", _recv_all(sock, 4, clock))[0]
         if size > MAX_RPC_REPLY:
@@ -452,7 +436,7 @@ def callerid_rpc(conn, port, version, munge_socket, timeout, end, log, trusted_u
 def _recv_all(sock, size, clock):
     chunks, got = [], 0
     while got < size:
-        sock.settimeout(clock.left("recv"))
+        sock.settimeout(clock.left())
         chunk = sock.recv(size - got)
         if not chunk:
             raise RpcError("connection closed after %d of %d bytes" % (got, size))

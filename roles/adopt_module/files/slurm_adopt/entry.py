@@ -251,7 +251,7 @@ def explain_main(args, out=None):
     log = Log(LOG_LEVEL_DEBUG5, to_syslog=False, echo=echo)
     out("pam_slurm_adopt explain: user=%s service=%s" % (ns.user, ns.service))
     out("options: %s" % " ".join("%s=%s" % kv for kv in sorted(opts.as_dict().items())))
-    for _option, text in opts.problems:
+    for text in opts.problems:
         out("  [option] %s" % text)
     try:
         conn = _explain_conn(ns.rhost, ns.rport, ns.lhost, ns.lport)

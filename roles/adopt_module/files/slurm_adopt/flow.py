@@ -132,11 +132,6 @@ class Adopter(object):
             conn.close()
         self.connections = {}
 
-    def _adopt_failed_msg(self):
-        if self.version >= PROTOCOL_26_05:
-            return MSG_ADOPT_FAILED_26_05
-        return MSG_ADOPT_FAILED_LEGACY
-
     def _connection(self, step):
         """The connection kept from the uid query, else a new one."""
         conn = self.connections.pop(step.job_id, None)
@@ -165,7 +160,6 @@ class Adopter(object):
             conn.connect()
             self.version = max(self.version, conn.protocol_version)
             rc = conn.add_extern_pid(pid)
-            self.version = max(self.version, conn.protocol_version)
             ok = rc == 0
             if not ok:
                 self.log.error("slurmstepd refused to adopt process %d into job %u (rc=%d)"
@@ -649,5 +643,5 @@ def run_safely(adopter):
 
 
 def report_option_problems(opts, log, service):
-    for _option, text in opts.problems:
+    for text in opts.problems:
         log.pam_syslog(3, text, service)

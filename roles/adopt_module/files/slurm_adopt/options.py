@@ -26,7 +26,7 @@ class Options(object):
         self.disable_x11 = False
         self.pam_service = None
         self.join_container = True
-        self.problems = []      # (option, message) for each rejected value
+        self.problems = []      # the message of each rejected option or value
 
     def as_dict(self):
         return dict((k, v) for k, v in self.__dict__.items() if k != "problems")
@@ -77,13 +77,13 @@ def parse_log_level(value, problems):
     num = _strtoul(value)
     if num is not None:
         if num >= LOG_LEVEL_END:
-            problems.append(("log_level", "log level %u too high, lowering to max" % num))
+            problems.append("log level %u too high, lowering to max" % num)
             return LOG_LEVEL_END - 1
         return num
     lowered = value.lower()
     if lowered in LOG_LEVEL_NAMES:
         return LOG_LEVEL_NAMES.index(lowered)
-    problems.append(("log_level", "unrecognized log level %s, setting to max" % value))
+    problems.append("unrecognized log level %s, setting to max" % value)
     return LOG_LEVEL_END - 1
 
 
@@ -95,7 +95,7 @@ def _parse_bool01(opts, arg, name, attr, true_word="1", false_word="0"):
         setattr(opts, attr, False)
     else:
         default = true_word if getattr(Options(), attr) else false_word
-        opts.problems.append((name[:-1], "unrecognized %s%s, setting to '%s'" % (name, value, default)))
+        opts.problems.append("unrecognized %s%s, setting to '%s'" % (name, value, default))
 
 
 _ACTION_OPTIONS = (
@@ -129,8 +129,8 @@ def parse_options(argv):
                         setattr(opts, attr, word)
                         break
                 else:
-                    opts.problems.append((name[:-1], "unrecognized %s%s, setting to '%s'"
-                                          % (name, value, fallback)))
+                    opts.problems.append("unrecognized %s%s, setting to '%s'"
+                                         % (name, value, fallback))
                 handled = True
                 break
         if handled:
@@ -150,7 +150,7 @@ def parse_options(argv):
         elif _prefix(arg, "join_container="):
             _parse_bool01(opts, arg, "join_container=", "join_container", "true", "false")
         else:
-            opts.problems.append((None, "ignoring unrecognized option '%s'" % arg))
+            opts.problems.append("ignoring unrecognized option '%s'" % arg)
     return opts
 
 

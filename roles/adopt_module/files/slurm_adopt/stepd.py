@@ -47,9 +47,6 @@ class StepLoc(object):
                 self._ctime = 0
         return self._ctime
 
-    def __repr__(self):
-        return "StepLoc(job=%s, step=%s)" % (self.job_id, self.step_id)
-
 
 def parse_step_name(name, nodename):
     """(job, step, het_comp) for "<nodename>_<job>.<step>[.<het>]", else None."""
@@ -165,10 +162,7 @@ class StepdConnection(object):
         try:
             sock.settimeout(self.deadline.timeout(self.timeout))
             sock.connect(path)
-        except socket.timeout:
-            self.close()
-            raise StepdTimeout("connect to %s timed out" % path)
-        except (OSError, socket.error) as exc:
+        except (OSError, socket.error) as exc:      # a full backlog is EAGAIN, at once
             self.close()
             raise StepdError("connect() failed for %s: %s" % (path, os.strerror(exc.errno or 0)))
         try:
