@@ -227,5 +227,7 @@ printf 'Host *\n  User root\n  IdentityFile %s/root\n  IdentitiesOnly yes\n  Str
     "$STATE" > "$STATE/ssh_config"
 mkdir -p "$STATE/group_vars"
 sed "s#@STATE@#$STATE#g" "$HERE/group_vars.yml" > "$STATE/group_vars/all.yml"
+# per-node settings (node1: the service interface)
+rm -rf "$STATE/host_vars" && cp -r "$HERE/host_vars" "$STATE/host_vars"
 
 log "up in $((SECONDS - T0))s: $(podman exec saf-ctl sinfo -h -N -o '%N=%T' | tr '\n' ' ')"

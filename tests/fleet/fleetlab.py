@@ -31,6 +31,7 @@ import time
 from xml.etree import ElementTree
 
 import pytest
+import yaml
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 STATE = os.environ.get("FLEET_STATE", os.path.join(REPO, "lab", "fleet", ".state"))
@@ -41,10 +42,16 @@ COMPUTE = ("node1", "node2")
 # What a rollout may change on a compute node, and what a removal must restore
 # (the module and the drift check, /usr/lib/slurm-adopt, must be gone; the
 # rollout's state below /var/lib/slurm-adopt and /etc/slurm-adopt too).
+# The service interface (node1, lab/fleet/host_vars) adds its PAM client and
+# its units (SERVICE_FILES); the build record is in /usr/lib/slurm-adopt.
+SERVICE_NODE = "node1"
+CLIENT = "/usr/lib/x86_64-linux-gnu/security/pam_slurm_adopt_client.so"
+SERVICE_FILES = [CLIENT, "/etc/systemd/system/slurm-adopt.socket", "/etc/systemd/system/slurm-adopt.service",
+                 "/etc/systemd/system/sockets.target.wants/slurm-adopt.socket"]
 WATCHED = ["/etc/pam.d", "/etc/security", "/usr/share/pam-configs", "/var/lib/pam",
            "/etc/ssh/sshd_config", "/etc/ssh/sshd_config.d", "/usr/lib/slurm-adopt",
            "/var/lib/slurm-adopt", "/etc/slurm-adopt", "/usr/sbin/slurm-adopt-healthcheck",
-           "/etc/systemd/system/systemd-logind.service"]
+           "/etc/systemd/system/systemd-logind.service"] + SERVICE_FILES
 ANSIBLE_USER = "fleetops"       # what the lab's ssh config (not ansible_user) connects as
 
 
@@ -85,7 +92,18 @@ class Fleet(object):
         if user:
             cmd = "su - %s -c %s" % (user, _q(cmd))
         argv += [CONTAINERS[node], "bash", "-c", cmd]
-        return run(argv, timeout=timeout)
+        res = run(argv, timeout=timeout)
+        # On this cgroup-v1 host the containers' systemds share the root of
+        # the name=systemd hierarchy (their init shows as /init.scope there):
+        # any container's systemd that shuts down (another lab's) trims the
+        # empty libpod-<id> directories runc joins for `podman exec`.  Give
+        # runc its directory back, once.
+        missing = re.search(r"openat2 (/sys/fs/cgroup/systemd/libpod_parent/libpod-[0-9a-f]+)/cgroup\.procs: "
+                            r"no such file", res.err)
+        if res.rc != 0 and missing:
+            os.makedirs(missing.group(1), exist_ok=True)
+            res = run(argv, timeout=timeout)
+        return res
 
     def must(self, node, cmd, **kw):
         res = self.exec(node, cmd, **kw)
@@ -149,6 +167,14 @@ class Fleet(object):
                 return
             time.sleep(1)
         raise AssertionError("nodes not back after restoring the stock slurm.conf: %s" % self.exec("ctl", "sinfo -N").out)
+
+    def journal_mark(self, node):
+        """A cursor-like mark: the node's clock now (journalctl --since)."""
+        return self.must(node, "date +%s.%N").strip()
+
+    def journal_since(self, node, mark):
+        """The node's journal (syslog included: pam_syslog, the client) since mark."""
+        return self.must(node, "journalctl -q -o cat --no-pager --since @%s" % mark.split(".")[0])
 
     def daemon_pid(self, node, unit):
         return int(self.must(node, "systemctl show -p MainPID --value %s" % unit).strip())
@@ -345,10 +371,17 @@ def diff_fingerprints(before, after):
 
 
 def write_inventory(directory, host_vars=None, extra_hosts=None):
-    """A copy of the lab's inventory (and its group_vars) with host_vars of a
-    test's own, as a site would set per-host values."""
-    os.makedirs(os.path.join(directory, "host_vars"), exist_ok=True)
+    """A copy of the lab's inventory (its group_vars and host_vars) with
+    host_vars of a test's own added, as a site would set per-host values."""
     shutil.copytree(os.path.join(STATE, "group_vars"), os.path.join(directory, "group_vars"), dirs_exist_ok=True)
+    shutil.copytree(os.path.join(STATE, "host_vars"), os.path.join(directory, "host_vars"), dirs_exist_ok=True)
+    host_vars = dict(host_vars or {})
+    for host in host_vars:
+        lab = os.path.join(directory, "host_vars", host + ".yml")
+        if os.path.exists(lab):
+            with open(lab) as handle:
+                host_vars[host] = dict(yaml.safe_load(handle) or {}, **host_vars[host])
+            os.unlink(lab)
     with open(INVENTORY) as handle:
         text = handle.read()
     for group, host in (extra_hosts or []):

@@ -9,6 +9,10 @@ site writes: its own group names and batch sizes in group_vars/all, and the
 user Ansible connects as (fleetops, a sudoer, not an admin) only in an ssh
 config.
 
+node1 runs the service interface (lab/fleet/host_vars/saf-node1.yml: the
+adoption service under the container's systemd and the C PAM client built
+on the node), node2 pam_python: the tests of what users see run on both.
+
 Each test brings the nodes into the state it needs (fixtures `pristine` and
 `rolled_out` of fleetlab.py), so any one of them runs alone; the order below
 only saves playbook runs.  slurmd never runs HealthCheckProgram by itself
@@ -21,12 +25,16 @@ import json
 import os
 import re
 import shutil
+import time
 
 import pytest
 
-from fleetlab import ANSIBLE_USER, COMPUTE, diff_fingerprints, snapshot_collection, write_inventory
+from fleetlab import (ANSIBLE_USER, CLIENT, COMPUTE, SERVICE_FILES, SERVICE_NODE, diff_fingerprints,
+                      snapshot_collection, write_inventory)
 
 NO_JOBS = "Access denied by pam_slurm_adopt: you have no active jobs on this node"
+FALLBACK = "adoption service /run/slurm-adopt/adopt.sock did not answer; running"
+CHECK = "python3 /usr/lib/slurm-adopt/slurm_adopt_check.py check"
 pytestmark = pytest.mark.fleet
 
 
@@ -138,9 +146,12 @@ def test_preflight_stops_a_lockout_and_a_failed_login_rolls_back(fleet, pristine
     # (every compute node failed, so Ansible ends the run before the summary)
     for node in COMPUTE:
         # the new release waits, inactive, in the module directory (site.yml
-        # installs it before the pre-flight, which tests it); nothing else differs
+        # installs it before the pre-flight, which tests it), and on the
+        # service node its client and units (the pre-flight loads that
+        # client); nothing else differs
+        staged = ("/usr/lib/slurm-adopt",) + (tuple(SERVICE_FILES) if node == SERVICE_NODE else ())
         changed = [d for d in diff_fingerprints(pristine[node], fleet.fingerprint(node))
-                   if not d.startswith("/usr/lib/slurm-adopt")]
+                   if not d.startswith(staged)]
         assert changed == [], node
         assert "pam_slurm_adopt" not in fleet.exec(node, "grep -rh pam_slurm_adopt /etc/pam.d").out, node
         assert "DRAIN" not in fleet.node_state(node)[0]
@@ -200,31 +211,41 @@ def test_second_run_changes_nothing(fleet, rolled_out):
 # 5. what users see
 # ---------------------------------------------------------------------------
 
-def test_user_with_a_job_is_adopted_into_its_extern_step(fleet, rolled_out):
-    job = fleet.submit("fleetalice", "-w node1")
-    res = fleet.ssh("login", "fleetalice", "node1", "cat /proc/self/cgroup")
+@pytest.mark.parametrize("node", COMPUTE)
+def test_user_with_a_job_is_adopted_into_its_extern_step(fleet, rolled_out, node):
+    job = fleet.submit("fleetalice", "-w " + node)
+    res = fleet.ssh("login", "fleetalice", node, "echo JOB=$SLURM_JOB_ID; cat /proc/self/cgroup")
     assert res.ok, res
     assert job_of(res.out) == job, res.out
+    assert "JOB=%d" % job in res.out, res.out          # pam_putenv (pam_python, and the client)
 
 
-def test_callerid_across_nodes_picks_the_calling_job(fleet, rolled_out):
-    """fleetbob has an old job on node1, a two-node job on node1+node2 and
-    the newest job on node1.  An ssh from inside the two-node job on node2
-    to node1 lands in that job (node1's module asks node2's slurmd which
-    job owns the connection), not in the newest one."""
-    old = fleet.submit("fleetbob", "-w node1")
+@pytest.mark.parametrize("target", COMPUTE)
+def test_callerid_across_nodes_picks_the_calling_job(fleet, rolled_out, target):
+    """fleetbob has an old job on the target node, a two-node job on both
+    nodes and the newest job on the target.  An ssh from inside the two-node
+    job on the other node to the target lands in that job (the target's
+    module asks the other node's slurmd which job owns the connection), not
+    in the newest one.  Once into the service node, once into the pam_python
+    one."""
+    source = [n for n in COMPUTE if n != target][0]
+    old = fleet.submit("fleetbob", "-w " + target)
     span = fleet.submit("fleetbob", "-N 2 -w node1,node2")
-    newest = fleet.submit("fleetbob", "-w node1")
-    res = fleet.ssh("login", "fleetbob", "node1", "cat /proc/self/cgroup")
-    assert res.ok and job_of(res.out) == newest, res
-    res = fleet.exec("ctl", "srun --jobid=%d -w node2 -N1 -n1 --overlap ssh -o LogLevel=INFO node1 "
-                            "cat /proc/self/cgroup" % span, user="fleetbob")
-    assert res.ok, res
-    assert job_of(res.out) == span, (res.out, old, span, newest)
+    newest = fleet.submit("fleetbob", "-w " + target)
+    try:
+        res = fleet.ssh("login", "fleetbob", target, "cat /proc/self/cgroup")
+        assert res.ok and job_of(res.out) == newest, res
+        res = fleet.exec("ctl", "srun --jobid=%d -w %s -N1 -n1 --overlap ssh -o LogLevel=INFO %s "
+                                "cat /proc/self/cgroup" % (span, source, target), user="fleetbob")
+        assert res.ok, res
+        assert job_of(res.out) == span, (res.out, old, span, newest)
+    finally:
+        fleet.cancel_all()
 
 
-def test_user_without_a_job_is_denied(fleet, rolled_out):
-    res = fleet.ssh("login", "fleetbob", "node2")
+@pytest.mark.parametrize("node", COMPUTE)
+def test_user_without_a_job_is_denied(fleet, rolled_out, node):
+    res = fleet.ssh("login", "fleetbob", node)
     assert res.rc == 255, res
     assert NO_JOBS in res.err, res
 
@@ -241,6 +262,85 @@ def test_login_node_is_never_locked(fleet, rolled_out):
     res = fleet.ssh("ctl", "fleetbob", "login", "id -un")   # no job anywhere
     assert res.ok and "fleetbob" in res.out, res
     assert "pam_slurm_adopt" not in fleet.must("login", "cat /etc/pam.d/sshd")
+
+
+# ---------------------------------------------------------------------------
+# 5b. the service interface on node1, under the container's real systemd
+# ---------------------------------------------------------------------------
+
+def test_service_node_has_the_client_and_the_socket_and_a_login_starts_the_service(fleet, rolled_out):
+    """What role adopt_module left on node1: slurm-adopt.socket enabled and
+    listening (root:root 0600), the client the PAM rule names built on the
+    node, linked to libc and libpam only, with the checksum the role
+    recorded.  A login starts slurm-adopt.service through the socket and is
+    answered by it (no fallback)."""
+    node = SERVICE_NODE
+    out = fleet.must(node, "systemctl is-enabled slurm-adopt.socket; systemctl is-active slurm-adopt.socket; "
+                           "stat -c '%F %U:%G %a' /run/slurm-adopt/adopt.sock").split("\n")
+    assert out[:3] == ["enabled", "active", "socket root:root 600"], out
+    record = json.loads(fleet.must(node, "cat /usr/lib/slurm-adopt/client.build-id"))
+    assert record["path"] == CLIENT, record
+    assert fleet.must(node, "stat -c '%U:%G %a' " + CLIENT).strip() == "root:root 644"
+    assert fleet.must(node, "sha256sum " + CLIENT).split()[0] == record["output"], record
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[(\S+)\]", fleet.must(node, "readelf -d " + CLIENT))
+    assert sorted(needed) == ["libc.so.6", "libpam.so.0"], needed
+    sshd = fleet.must(node, "cat /etc/pam.d/sshd")
+    assert re.search(r"^account\s+\S+\s+pam_slurm_adopt_client\.so\s+action_adopt_failure=deny", sshd, re.M), sshd
+    assert "pam_python" not in sshd, sshd
+
+    fleet.must(node, "systemctl stop slurm-adopt.service && ! systemctl is-active -q slurm-adopt.service")
+    job = fleet.submit("fleetalice", "-w " + node)
+    mark = fleet.journal_mark(node)
+    res = fleet.ssh("login", "fleetalice", node, "cat /proc/self/cgroup")
+    assert res.ok and job_of(res.out) == job, res
+    assert fleet.must(node, "systemctl is-active slurm-adopt.service").strip() == "active"
+    assert FALLBACK not in fleet.journal_since(node, mark)
+
+
+def test_scancel_kills_the_session_adopted_through_the_service(fleet, rolled_out):
+    node = SERVICE_NODE
+    job = fleet.submit("fleetalice", "-w " + node)
+    fleet.must("login", "setsid -f ssh -n %s 'exec sleep 7771' </dev/null >/dev/null 2>&1" % node, user="fleetalice")
+    pid = None
+    for _ in range(60):
+        pid = fleet.exec(node, "pgrep -u fleetalice -x -f 'sleep 7771'").out.split()
+        if pid:
+            break
+        time.sleep(0.5)
+    assert pid, "the background session did not start"
+    assert job_of(fleet.must(node, "cat /proc/%s/cgroup" % pid[0])) == job
+    fleet.must("ctl", "scancel %d" % job)
+    for _ in range(120):
+        if not fleet.exec(node, "pgrep -u fleetalice -x -f 'sleep 7771'").out.split():
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("the adopted session outlived scancel of job %d" % job)
+
+
+def test_service_stopped_and_masked_the_fallback_child_adopts_and_denies(fleet, rolled_out):
+    """The socket and the service stopped and masked (what an admin or a
+    broken upgrade can do): the client runs the Python module as its child,
+    which adopts and denies as the service would; the drift check's service
+    check is red meanwhile, green again once the socket is back."""
+    node = SERVICE_NODE
+    job = fleet.submit("fleetalice", "-w " + node)
+    fleet.must(node, "systemctl stop slurm-adopt.socket slurm-adopt.service && "
+                     "systemctl mask --runtime slurm-adopt.socket slurm-adopt.service")
+    try:
+        mark = fleet.journal_mark(node)
+        res = fleet.ssh("login", "fleetalice", node, "echo JOB=$SLURM_JOB_ID; cat /proc/self/cgroup")
+        assert res.ok and job_of(res.out) == job and "JOB=%d" % job in res.out, res
+        res = fleet.ssh("login", "fleetbob", node)
+        assert res.rc == 255 and NO_JOBS in res.err, res
+        assert len(re.findall(FALLBACK, fleet.journal_since(node, mark))) == 2, fleet.journal_since(node, mark)
+        red = fleet.exec(node, CHECK + " --only service --no-metrics")
+        assert red.rc == 2 and "slurm-adopt.socket is masked-runtime, expected enabled" in red.out, red
+    finally:
+        fleet.must(node, "systemctl unmask --runtime slurm-adopt.socket slurm-adopt.service && "
+                         "systemctl start slurm-adopt.socket")
+    assert fleet.exec(node, CHECK + " --only service --no-metrics").rc == 0
+    assert fleet.is_rolled_out(node)
 
 
 # ---------------------------------------------------------------------------
@@ -263,6 +363,13 @@ def test_healthcheck_green(fleet, rolled_out):
         checks = {c["check"]: c["status"] for c in node["checks"]}
         assert set(checks) == EXPECTED_CHECKS, node
         assert set(checks.values()) == {"ok"}, node
+    # the service node's checks are the service's own, not "not service"
+    messages = {n["host"]: {c["check"]: c["message"] for c in n["checks"]} for n in data["nodes"]}
+    service = messages["saf-" + SERVICE_NODE]
+    assert service["service"] == "slurm-adopt.socket enabled and active, /run/slurm-adopt/adopt.sock root:root 0600", service
+    assert "checksum matches the build record" in service["interface"], service
+    assert "links only libc.so.6, libpam.so.0" in service["interface"], service
+    assert messages["saf-node2"]["service"].startswith("interface is not service"), messages["saf-node2"]
     # the same checks, as the shipped testinfra suite over ssh: every test passes
     res = fleet.testinfra("node1", "node2")
     assert res.ok and res.outcomes, res.out[-3000:]
@@ -304,6 +411,14 @@ def test_upgrade_rolled_back_by_the_drift_check(fleet, rolled_out, tmp_path):
     assert "a fresh ssh login as %s works after the change" % ANSIBLE_USER in res.out, res.log
     assert "saf-node1 ROLLED BACK" in res.out and "lacks x11" in res.out, res.log
     assert not rollout_touched(res.out, "saf-node2"), res.log
+    # node1 runs the service interface: its adoption service, started by the
+    # fresh logins of the new release, must not go on serving that release
+    # after the rollback switched current back (it is restarted, or idle)
+    started, switched = fleet.must(SERVICE_NODE, (
+        'pid=$(systemctl show -p MainPID --value slurm-adopt.service); '
+        'if [ "$pid" = 0 ]; then echo idle; else date -d "$(ps -o lstart= -p "$pid")" +%s; fi; '
+        'stat -c %Y /usr/lib/slurm-adopt/current')).split()
+    assert started == "idle" or int(started) >= int(switched), (started, switched)
     for node in COMPUTE:
         assert fleet.must(node, "readlink /usr/lib/slurm-adopt/current").strip() == current[node], node
         # only the new release's directory is left next to the active one (never loaded)

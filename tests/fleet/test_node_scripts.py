@@ -9,8 +9,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import pathlib
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 
@@ -225,6 +227,51 @@ def test_interface_pam_python(tmp_path):
     assert check.check_interface(conf)[0] == check.FAIL          # no pam_python.so
     (modules / "pam_python.so").write_text("")
     assert check.check_interface(conf)[0] == check.OK
+
+
+CLIENT_BUILD = os.path.join(REPO, "roles", "adopt_module", "files", "client", "build.sh")
+
+
+def _client_rule(tmp_path, cflags):
+    """The service's client built with build.sh (CFLAGS as given) and
+    recorded as role adopt_module records it, named by an adopt rule."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is missing: these tests build the service's PAM client")
+    client = tmp_path / "pam_slurm_adopt_client.so"
+    env = dict(os.environ)
+    env.pop("CFLAGS", None)
+    if cflags:
+        env["CFLAGS"] = cflags
+    subprocess.run(["sh", CLIENT_BUILD, str(client), "/run/slurm-adopt/adopt.sock", "/usr/bin/python3",
+                    "/usr/lib/slurm-adopt/slurm_adopt_service.py"], check=True, env=env)
+    record = tmp_path / "client.build-id"
+    record.write_text(json.dumps({"output": check.sha256_file(str(client))}))
+    pamd = _pamd(tmp_path, "account sufficient %s action_generic_failure=deny\n"
+                 "account required pam_access.so\n" % client)
+    return client, _conf(pamd, client_record=str(record))
+
+
+@pytest.mark.parametrize("cflags,status,words", [
+    (None, "ok", "links only libc.so.6, libpam.so.0"),
+    ("-O2 -Wl,--no-as-needed -lm", "fail", "must link libc and libpam only, without a search path: it links libm.so.6, "),
+    ("-O2 -Wl,-rpath,/tmp", "fail", "; RPATH/RUNPATH /tmp"),
+])
+def test_the_service_client_may_link_libc_and_libpam_only(tmp_path, cflags, status, words):
+    """Its checksum is the recorded one in every case: what it links (the
+    ELF dynamic section: DT_NEEDED, DT_RPATH, DT_RUNPATH) decides."""
+    _client, conf = _client_rule(tmp_path, cflags)
+    got = check.check_interface(conf)
+    assert got[0] == status and words in got[1], got
+
+
+def test_a_service_client_that_is_no_elf_file_is_red(tmp_path):
+    client, conf = _client_rule(tmp_path, None)
+    data = client.read_bytes()
+    for broken in (data[:200], b"#!/bin/sh\n" + data):
+        client.write_bytes(broken)
+        pathlib.Path(conf["client_record"]).write_text(json.dumps({"output": check.sha256_file(str(client))}))
+        got = check.check_interface(conf)
+        assert got[0] == check.FAIL and "cannot read its dynamic section" in got[1], got
 
 
 # ---------------------------------------------------------------------------

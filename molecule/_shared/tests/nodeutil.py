@@ -47,6 +47,21 @@ def molecule_hosts():
     return ["podman://" + name for name in names]
 
 
+def interface_of(name):
+    """The interface the inventory asks for on instance `name`
+    (adopt_module_interface; auto is pam_python on these Debian nodes)."""
+    variables = testinfra.utils.ansible_runner.AnsibleRunner(
+        os.environ["MOLECULE_INVENTORY_FILE"]
+    ).get_variables(name)
+    value = variables.get("adopt_module_interface", "auto")
+    return "pam_python" if value == "auto" else value
+
+
+def interface(host):
+    """interface_of() the testinfra host."""
+    return interface_of(host.backend.name)
+
+
 def wait_for(what, probe, timeout=60.0, interval=0.5):
     """Call probe() until it returns something true; fail after timeout."""
     deadline = time.monotonic() + timeout

@@ -15,6 +15,7 @@ import pytest
 from nodeutil import (
     DENY_MESSAGE,
     MODULE_SRC,
+    interface,
     molecule_hosts,
     read_remote,
     remote_files,
@@ -54,8 +55,13 @@ def test_adopt_rule_is_last_in_account_stack(host):
     stack = account_stack(host)
     i = adopt_index(stack)
     rule = stack[i]
-    assert rule.module_name == "pam_python.so", rule
-    assert rule.args[0] == MODULE_DIR + "/pam_slurm_adopt.py", rule
+    if interface(host) == "service":
+        # the client, by name from the PAM module directory; the options only
+        assert rule.module_name == "pam_slurm_adopt_client.so" and rule.module == rule.module_name, rule
+        assert rule.args[:2] == ["action_adopt_failure=deny", "action_generic_failure=deny"], rule
+    else:
+        assert rule.module_name == "pam_python.so", rule
+        assert rule.args[0] == MODULE_DIR + "/pam_slurm_adopt.py", rule
     after = [r for r in stack[i + 1:] if r.module_name != "pam_access.so"]
     assert not after, "rules after the adopt rule:\n" + "\n".join(map(repr, stack))
 
@@ -330,3 +336,9 @@ def test_the_nodes_own_drift_check_is_green(host):
     assert out.rc == 0
     assert {"module_file", "account_stack", "admin_access", "bypass", "pam_systemd", "logind",
             "interface", "service", "slurm_config", "slurmd", "stepd_sockets", "explain"} == set(status)
+    message = {c["check"]: c["message"] for c in report["checks"]}
+    if interface(host) == "service":
+        assert message["service"].startswith("slurm-adopt.socket enabled and active, "), message
+        assert "links only libc.so.6, libpam.so.0" in message["interface"], message
+    else:
+        assert message["service"].startswith("interface is not service"), message

@@ -56,6 +56,7 @@ import re
 import shlex
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -495,6 +496,56 @@ def check_interface(conf):
 # ---------------------------------------------------------------------------
 
 CLIENT_MODULE = "pam_slurm_adopt_client.so"
+# What the client may link (DT_NEEDED): libc and libpam, and the loader.
+CLIENT_LIBS = re.compile(r"^(libc\.so\.\d+|libpam\.so\.\d+|ld-linux[\w.-]*\.so\.\d+|ld64\.so\.\d+)$")
+
+
+def elf_dynamic(path, limit=16 << 20):
+    """(DT_NEEDED names, DT_RPATH/DT_RUNPATH strings) of an ELF file, read
+    from its program headers as the loader reads them (nothing is run, unlike
+    ldd).  ValueError for anything that is not a well-formed ELF file."""
+    with open(path, "rb") as handle:
+        data = handle.read(limit)
+    if data[:4] != b"\x7fELF" or data[4:5] not in (b"\x01", b"\x02") or data[5:6] not in (b"\x01", b"\x02"):
+        raise ValueError("not an ELF file")
+    wide, end = data[4:5] == b"\x02", "<" if data[5:6] == b"\x01" else ">"
+    try:
+        if wide:   # phoff, phentsize, phnum; p_type, p_offset, p_vaddr, p_filesz; d_tag, d_val
+            phoff, (phentsize, phnum) = struct.unpack_from(end + "Q", data, 32)[0], struct.unpack_from(end + "HH", data, 54)
+            phdr, fields, dyn = end + "IIQQQQQQ", (0, 2, 3, 5), end + "qQ"
+        else:
+            phoff, (phentsize, phnum) = struct.unpack_from(end + "I", data, 28)[0], struct.unpack_from(end + "HH", data, 42)
+            phdr, fields, dyn = end + "IIIIIIII", (0, 1, 2, 4), end + "iI"
+        loads, dynamic = [], None
+        for i in range(phnum):
+            entry = struct.unpack_from(phdr, data, phoff + i * phentsize)
+            ptype, offset, vaddr, filesz = (entry[f] for f in fields)
+            if ptype == 1:              # PT_LOAD
+                loads.append((vaddr, offset, filesz))
+            elif ptype == 2:            # PT_DYNAMIC
+                dynamic = (offset, filesz)
+        if dynamic is None:
+            return [], []
+        tags = []
+        step = struct.calcsize(dyn)
+        for pos in range(dynamic[0], dynamic[0] + dynamic[1] - step + 1, step):
+            tag, val = struct.unpack_from(dyn, data, pos)
+            if tag == 0:                # DT_NULL
+                break
+            tags.append((tag, val))
+        strtab = [v for t, v in tags if t == 5]       # DT_STRTAB (an address)
+        base = [off + strtab[0] - va for va, off, size in loads if strtab and va <= strtab[0] < va + size]
+        if not base:
+            raise ValueError("no string table")
+
+        def string(index):
+            start = base[0] + index
+            stop = data.index(b"\0", start)
+            return data[start:stop].decode("utf-8", "replace")
+        return ([string(v) for t, v in tags if t == 1],                 # DT_NEEDED
+                [string(v) for t, v in tags if t in (15, 29)])         # DT_RPATH, DT_RUNPATH
+    except (struct.error, IndexError) as exc:
+        raise ValueError("truncated ELF file (%s)" % exc)
 
 
 def _check_client(conf, entry, module):
@@ -514,7 +565,16 @@ def _check_client(conf, entry, module):
     if have != want:
         return FAIL, "client %s is not the one built (sha256 %s, recorded %s in %s)" % (
             module, have[:12], str(want)[:12], conf["client_record"])
-    return OK, "client %s present, root-owned, checksum matches the build record" % module
+    try:
+        needed, paths = elf_dynamic(path)
+    except (IOError, OSError, ValueError) as exc:
+        return FAIL, "client %s: cannot read its dynamic section (%s)" % (module, exc)
+    others = [lib for lib in needed if not CLIENT_LIBS.match(lib)]
+    if others or paths or not any(lib.startswith("libpam.so.") for lib in needed):
+        return FAIL, "client %s must link libc and libpam only, without a search path: it links %s%s" % (
+            module, ", ".join(needed) or "nothing", "; RPATH/RUNPATH %s" % ":".join(paths) if paths else "")
+    return OK, "client %s present, root-owned, checksum matches the build record, links only %s" % (
+        module, ", ".join(sorted(needed)))
 
 
 def _systemctl(conf, *args):

@@ -78,16 +78,25 @@ def combos(base, sockets):
     return out
 
 
-def service_node(combo):
-    """What role adopt_module leaves for the interface service, in the tree:
-    the client built for real, its record, the socket unit enabled offline."""
-    client = os.path.join(combo['root'], 'lib', 'x86_64-linux-gnu', 'security', CLIENT)
+def rebuild(combo, client, cflags):
+    """Build the client with build.sh (CFLAGS as given) and record its checksum, as the role does."""
+    env = dict(os.environ)
+    env.pop('CFLAGS', None)
+    if cflags:
+        env['CFLAGS'] = cflags
     subprocess.run(['sh', os.path.join(MODULE_FILES, 'client', 'build.sh'), client, combo['socket'],
-                    '/usr/bin/python3', os.path.join(MODULE_FILES, 'slurm_adopt_service.py')], check=True)
+                    '/usr/bin/python3', os.path.join(MODULE_FILES, 'slurm_adopt_service.py')], check=True, env=env)
     with open(client, 'rb') as handle:
         output = hashlib.sha256(handle.read()).hexdigest()
     with open(os.path.join(combo['module_dir'], 'client.build-id'), 'w') as handle:
         json.dump({'output': output, 'path': '/lib/x86_64-linux-gnu/security/' + CLIENT}, handle)
+
+
+def service_node(combo):
+    """What role adopt_module leaves for the interface service, in the tree:
+    the client built for real, its record, the socket unit enabled offline."""
+    client = os.path.join(combo['root'], 'lib', 'x86_64-linux-gnu', 'security', CLIENT)
+    rebuild(combo, client, None)
     units = os.path.join(combo['root'], 'etc', 'systemd', 'system')
     os.makedirs(units)
     with open(os.path.join(REPO, 'roles', 'adopt_module', 'templates', 'slurm-adopt.socket.j2')) as handle:
@@ -185,8 +194,9 @@ def _service_combo(matrix):
 
 def test_service_drift_is_caught(matrix):
     """Each broken property of the service interface turns its check red:
-    a client that is not the one built, the socket unit disabled, the socket
-    open to others; each repaired, the check is green again."""
+    a client that is not the one built, one that links more than libc and
+    libpam, the socket unit disabled, the socket open to others; each
+    repaired, the check is green again."""
     combo = _service_combo(matrix)
     client = os.path.join(combo['root'], 'lib', 'x86_64-linux-gnu', 'security', CLIENT)
     with open(client, 'rb') as handle:
@@ -201,6 +211,19 @@ def test_service_drift_is_caught(matrix):
     res = run_check(combo, 'interface')
     assert res.returncode == 2 and 'not a root-owned regular file without group/world write' in res.stdout
     os.chmod(client, 0o644)
+    assert run_check(combo, 'interface').returncode == 0
+    res = run_check(combo, 'interface')
+    assert 'links only libc.so.6, libpam.so.0' in res.stdout, res.stdout
+
+    # a client built (and recorded) that links a library besides libc and
+    # libpam, or carries a library search path: red, although its checksum
+    # is the recorded one
+    for cflags, why in (('-O2 -Wl,--no-as-needed -lm', 'it links libm.so.6, '),
+                        ('-O2 -Wl,-rpath,/tmp', 'RUNPATH /tmp')):
+        rebuild(combo, client, cflags)
+        res = run_check(combo, 'interface')
+        assert res.returncode == 2 and 'must link libc and libpam only' in res.stdout and why in res.stdout, res.stdout
+    rebuild(combo, client, None)
     assert run_check(combo, 'interface').returncode == 0
 
     subprocess.run(['systemctl', '--root', combo['root'], 'disable', 'slurm-adopt.socket'], check=True,

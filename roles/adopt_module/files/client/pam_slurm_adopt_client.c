@@ -11,6 +11,7 @@
  * returns the service's PAM code. When the service cannot answer, it runs the
  * same Python code as its child over a socketpair; only when neither answers
  * does it apply action_generic_failure. The whole call takes at most SAF_TOTAL_MS.
+ * build.sh compiles in SAF_SOCKET, SAF_PYTHON and SAF_LAUNCHER.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,15 +35,6 @@
 #include <security/pam_modules.h>
 #include <security/pam_ext.h>
 
-#ifndef SAF_SOCKET
-#define SAF_SOCKET "/run/slurm-adopt/adopt.sock"
-#endif
-#ifndef SAF_PYTHON
-#define SAF_PYTHON "/usr/bin/python3"
-#endif
-#ifndef SAF_LAUNCHER
-#define SAF_LAUNCHER "/usr/lib/slurm-adopt/slurm_adopt_service.py"
-#endif
 #ifndef SAF_TOTAL_MS            /* the whole call: service, then fallback child */
 #define SAF_TOTAL_MS 30000
 #endif
@@ -75,11 +67,11 @@ static uint32_t get32(const unsigned char *p)
 	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
-/* One request field (u8 tag, u16 length, value); -1 over the protocol's limits. */
+/* Appends a request field (u8 tag, u16 length, value); 1 over the protocol's limits. */
 static int field(struct req *r, int tag, const void *val, size_t len)
 {
 	if (len > MAXFIELD || r->len + 3 + len > sizeof(r->b))
-		return -1;
+		return 1;
 	r->b[r->len] = tag, r->b[r->len + 1] = len >> 8, r->b[r->len + 2] = len;
 	memcpy(r->b + r->len + 3, val, len);
 	r->len += 3 + len;
@@ -94,7 +86,6 @@ static int build(pam_handle_t *pamh, int flags, int argc, const char **argv, str
 	unsigned char num[4] = { 0 };
 	char kv[MAXFIELD + 1];
 	const void *item;
-	const char *val;
 	int i, bad = argc > MAXARGS;
 
 	r->len = HDR;
@@ -107,8 +98,8 @@ static int build(pam_handle_t *pamh, int flags, int argc, const char **argv, str
 		if (pam_get_item(pamh, items[i], &item) == PAM_SUCCESS && item)
 			bad |= field(r, items[i + 1], item, strlen(item));
 	for (i = 0; i < 2; i++)
-		if ((val = getenv(envs[i])))
-			bad |= field(r, F_ENV, kv, snprintf(kv, sizeof(kv), "%s=%s", envs[i], val));
+		if ((item = getenv(envs[i])))
+			bad |= field(r, F_ENV, kv, snprintf(kv, sizeof(kv), "%s=%s", envs[i], (char *)item));
 	r->b[0] = VERSION, r->b[1] = M_REQUEST, r->b[2] = r->b[3] = 0;
 	put32(r->b + 4, r->len - HDR);
 	return bad;
@@ -135,7 +126,7 @@ static int send_pkt(int fd, const unsigned char *b, size_t len, long deadline)
 	return send(fd, b, len, MSG_NOSIGNAL | MSG_DONTWAIT) == (ssize_t)len ? 0 : -1;
 }
 
-/* MSG_GO, MSG_LOGGED (no payload) or MSG_SETNS_RESULT (an errno). */
+/* M_GO, M_LOGGED (no payload) or M_SETNS_RESULT (an errno); GO_ON once sent. */
 static int answer(int fd, int type, int32_t val, long deadline)
 {
 	unsigned char b[HDR + 4] = { VERSION, (unsigned char)type, 0, 0 };
@@ -143,7 +134,7 @@ static int answer(int fd, int type, int32_t val, long deadline)
 
 	put32(b + 4, len);
 	put32(b + 8, (uint32_t)val);
-	return send_pkt(fd, b, HDR + len, deadline);
+	return send_pkt(fd, b, HDR + len, deadline) ? -1 : GO_ON;
 }
 
 /*
@@ -154,24 +145,20 @@ static int answer(int fd, int type, int32_t val, long deadline)
  */
 static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int *committed)
 {
-	unsigned char b[HDR + MAXFIELD + 2];
+	unsigned char b[HDR + MAXFIELD + 2], *text = b + HDR + 1;
 	union { char buf[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } ctl;
 	struct iovec iov = { b, sizeof(b) - 1 };
-	struct msghdr m;
+	struct msghdr m = { .msg_iov = &iov, .msg_iovlen = 1 };
 	struct cmsghdr *c;
-	int nfd, rc, err;
+	int nfd, rc = GO_ON;
 	ssize_t n;
 	size_t len;
 	long until;
 
-	for (;;) {
-		until = deadline;
-		if (silence && !*committed && now_ms() + silence < until)
-			until = now_ms() + silence;
-		if (wait_fd(fd, POLLIN, until))
+	while (rc == GO_ON) {
+		until = now_ms() + silence;
+		if (wait_fd(fd, POLLIN, silence && !*committed && until < deadline ? until : deadline))
 			return -1;
-		memset(&m, 0, sizeof(m));
-		m.msg_iov = &iov, m.msg_iovlen = 1;
 		m.msg_control = ctl.buf, m.msg_controllen = sizeof(ctl.buf);
 		n = recvmsg(fd, &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
@@ -181,57 +168,40 @@ static int converse(pam_handle_t *pamh, int fd, long deadline, int silence, int 
 		if (c && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS
 		    && c->cmsg_len == CMSG_LEN(sizeof(int)))
 			memcpy(&nfd, CMSG_DATA(c), sizeof(int));
-		rc = -1;
 		len = n >= HDR ? (size_t)n - HDR : 0;
 		if (n < HDR || (m.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || b[0] != VERSION
 		    || b[2] || b[3] || get32(b + 4) != len || (nfd >= 0) != (b[1] == M_SETNS))
 			b[1] = 0;                       /* malformed */
 		b[n > 0 ? n : 0] = 0;
-		switch (b[1]) {
-		case M_HEARTBEAT:
+		/* texts: u8 style/severity at b[HDR], then the text, without NULs */
+		if ((b[1] == M_CONV || b[1] == M_SYSLOG) && (len < 2 || memchr(text, 0, len - 1)))
+			b[1] = 0;
+		rc = -1;
+		if (b[1] == M_HEARTBEAT) {
 			rc = GO_ON;
-			break;
-		case M_CONV:
-			if (len > 1 && !memchr(b + 9, 0, len - 1)
-			    && (b[8] == PAM_ERROR_MSG || b[8] == PAM_TEXT_INFO)) {
-				pam_prompt(pamh, b[8], NULL, "%s", (char *)b + 9);
-				rc = GO_ON;
-			}
-			break;
-		case M_SYSLOG:          /* pam_syslog's lines: sshd's ident and pid */
-			if (len > 1 && !memchr(b + 9, 0, len - 1) && b[8] < 8) {
-				syslog(LOG_AUTHPRIV | b[8], "%s", (char *)b + 9);
-				if (!answer(fd, M_LOGGED, 0, deadline))
-					rc = GO_ON;
-			}
-			break;
-		case M_PUTENV:
-			if (len > 1 && b[8] != '=' && strchr((char *)b + 8, '=')
-			    && !memchr(b + 8, 0, len) && pam_putenv(pamh, (char *)b + 8) == PAM_SUCCESS)
-				rc = GO_ON;
-			break;
-		case M_PREPARE:
-			if (!answer(fd, M_GO, 0, deadline))
-				rc = GO_ON, *committed = 1;
-			break;
-		case M_SETNS:
-			err = len == 4 && setns(nfd, (int)get32(b + 8)) ? errno : 0;
-			if (len == 4 && !answer(fd, M_SETNS_RESULT, err, deadline))
-				rc = GO_ON;
-			break;
-		case M_RESULT:
-			if (len == 4 && get32(b + 8) < _PAM_RETURN_VALUES)
-				rc = (int)get32(b + 8);
-			break;
-		case M_REFUSED:
-			pam_syslog(pamh, LOG_ERR, "adoption service: %s", (char *)b + 8);
-			break;
+		} else if (b[1] == M_CONV && (b[HDR] == PAM_ERROR_MSG || b[HDR] == PAM_TEXT_INFO)) {
+			pam_prompt(pamh, b[HDR], NULL, "%s", (char *)text);
+			rc = GO_ON;
+		} else if (b[1] == M_SYSLOG && b[HDR] < 8) {    /* pam_syslog's: sshd's ident and pid */
+			syslog(LOG_AUTHPRIV | b[HDR], "%s", (char *)text);
+			rc = answer(fd, M_LOGGED, 0, deadline);
+		} else if (b[1] == M_PUTENV && len > 1 && b[HDR] != '=' && strchr((char *)b + HDR, '=')
+			   && !memchr(b + HDR, 0, len) && pam_putenv(pamh, (char *)b + HDR) == PAM_SUCCESS) {
+			rc = GO_ON;
+		} else if (b[1] == M_PREPARE) {                 /* from now on it may adopt us */
+			if ((rc = answer(fd, M_GO, 0, deadline)) == GO_ON)
+				*committed = 1;
+		} else if (b[1] == M_SETNS && len == 4) {
+			rc = answer(fd, M_SETNS_RESULT, setns(nfd, (int)get32(b + HDR)) ? errno : 0, deadline);
+		} else if (b[1] == M_RESULT && len == 4 && get32(b + HDR) < _PAM_RETURN_VALUES) {
+			rc = (int)get32(b + HDR);
+		} else if (b[1] == M_REFUSED) {
+			pam_syslog(pamh, LOG_ERR, "adoption service: %s", (char *)b + HDR);
 		}
 		if (nfd >= 0)
 			close(nfd);
-		if (rc != GO_ON)
-			return rc;
 	}
+	return rc;
 }
 
 /* Sends the request with the time the peer may take, then converses. */
@@ -307,18 +277,14 @@ static int run_child(pam_handle_t *pamh, struct req *r, long deadline, int *comm
  * the one thing decided here, for when no Python answers at all. */
 static int failure_rc(int argc, const char **argv)
 {
-	int i, rc = PAM_IGNORE;
+	static const char *const names[] = { "allow", "ignore", "deny" };
+	static const int codes[] = { PAM_SUCCESS, PAM_IGNORE, PAM_PERM_DENIED };
+	int i, j, rc = PAM_IGNORE;
 
-	for (i = 0; i < argc; i++) {
-		if (strncasecmp(argv[i], "action_generic_failure=", 23))
-			continue;
-		if (!strncasecmp(argv[i] + 23, "allow", 5))
-			rc = PAM_SUCCESS;
-		else if (!strncasecmp(argv[i] + 23, "ignore", 6))
-			rc = PAM_IGNORE;
-		else if (!strncasecmp(argv[i] + 23, "deny", 4))
-			rc = PAM_PERM_DENIED;
-	}
+	for (i = 0; i < argc; i++)
+		for (j = 0; j < 3 && !strncasecmp(argv[i], "action_generic_failure=", 23); j++)
+			if (!strncasecmp(argv[i] + 23, names[j], strlen(names[j])))
+				rc = codes[j];
 	return rc;
 }
 
