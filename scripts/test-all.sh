@@ -50,7 +50,9 @@ stages=("$@")
 # fleet_lab CMD...: CMD while holding the fleet lab of this run (see above)
 fleet_lab() {
     mkdir -p "$ROOT/build/test-all"
-    flock "$ROOT/build/test-all/fleet-lab.lock" "$@"
+    # -o: containers and podman helpers (aardvark-dns) the command starts must not
+    # inherit the lock and hold it after the command has ended
+    flock -o "$ROOT/build/test-all/fleet-lab.lock" "$@"
 }
 
 run_stage() {
