@@ -19,7 +19,7 @@ import pytest
 import labctl
 import pamdrv
 from session_probe import session, version
-from test_service_differential import svc, through_service  # noqa: F401  (fixtures)
+from test_service_differential import svc, through_service  # noqa: F401 (fixtures)  # pylint: disable=unused-import
 
 pytestmark = pytest.mark.node
 
