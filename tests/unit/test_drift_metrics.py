@@ -298,24 +298,7 @@ def test_label_values_are_escaped():
 # -- the host lab: real sshd, real pam_python, real Slurm 22.05 ---------------------
 
 
-@pytest.fixture
-def host_lab():
-    sys.path.insert(0, os.path.join(REPO, "lab"))
-    import labctl
-    try:
-        lab = labctl.Lab.load("host")
-    except labctl.LabError as exc:
-        if os.environ.get("ADOPT_LAB_REQUIRED") or os.environ.get("CI"):
-            pytest.fail("the host lab is required but not up: %s" % exc)
-        pytest.skip("the host lab is not up: %s" % exc)
-    with lab.lock():
-        lab.ensure_up(timeout=60)
-        lab.cancel_all()
-        try:
-            yield lab
-        finally:
-            lab.restore_account_line("py")
-            lab.cancel_all()
+# host_lab: the fixture in tests/unit/conftest.py
 
 
 @pytest.mark.node

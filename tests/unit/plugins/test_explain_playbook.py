@@ -146,23 +146,7 @@ def test_a_node_without_an_adopt_rule_says_so(two_nodes):
 # -- the host lab: real Slurm 22.05, real jobs --------------------------------------
 
 
-@pytest.fixture
-def host_lab():
-    import labctl
-    try:
-        lab = labctl.Lab.load('host')
-    except labctl.LabError as exc:
-        if os.environ.get('ADOPT_LAB_REQUIRED') or os.environ.get('CI'):
-            pytest.fail('the host lab is required but not up: %s' % exc)
-        pytest.skip('the host lab is not up: %s' % exc)
-    with lab.lock():
-        lab.ensure_up(timeout=60)
-        lab.cancel_all()
-        try:
-            yield lab
-        finally:
-            lab.restore_account_line('py')
-            lab.cancel_all()
+# host_lab: the fixture in tests/unit/conftest.py
 
 
 def lab_explain(lab, tmp_path, user):
