@@ -162,11 +162,20 @@ def lab_explain(lab, tmp_path, user):
     return node
 
 
+# A root-owned copy of this checkout's module, in the lab's own directory: the
+# explain refuses to run, as root, a module below a directory others may write
+# (a checkout under /tmp, or another checkout's module that the lab runs).
+LAB_MODULE_DIR = '/var/lib/slurm-adopt-lab/host/explain-module'
+
+
 def deploy(lab, *options):
-    """The lab's py adopt line, with this checkout's module (the lab may run
-    another checkout's, below /tmp, which the explain refuses to run as root)."""
+    """The lab's py adopt line, with LAB_MODULE_DIR's copy of this checkout's module."""
+    if os.path.isdir(LAB_MODULE_DIR):
+        shutil.rmtree(LAB_MODULE_DIR)
+    shutil.copytree(MODULE_SRC, LAB_MODULE_DIR, ignore=shutil.ignore_patterns('__pycache__', 'client'))
+    os.chmod(LAB_MODULE_DIR, 0o755)
     line = 'account required pam_python.so %s service=%s %s' % (
-        os.path.join(MODULE_SRC, 'pam_slurm_adopt.py'), lab.pam_services['py'], ' '.join(options))
+        os.path.join(LAB_MODULE_DIR, 'pam_slurm_adopt.py'), lab.pam_services['py'], ' '.join(options))
     lab.set_account_line('py', line.strip())
 
 

@@ -159,7 +159,7 @@ def test_service_install_check_mode_idempotent_rebuild_and_exact_removal(site):
     # the restart handler was notified (a new release, new units) and did not pretend to restart
     handler = found['Restart the adoption service'][0]
     assert handler.get('skipped') is True, handler
-    assert found['Enable and start slurm-adopt.socket (systemd reloaded first when a unit changed)'][0].get(
+    assert found['Enable slurm-adopt.socket, and start it where the launcher is in place (systemd reloaded first when a unit changed)'][0].get(
         'skipped') is True
 
     # second run: nothing changes, no handler
