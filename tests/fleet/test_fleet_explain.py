@@ -39,8 +39,10 @@ def test_explain_answers_with_the_deployed_options_and_changes_nothing(fleet, ro
         nodes = {n["host"]: n for n in json.load(handle)["nodes"]}
     assert set(nodes) == {"saf-node1", "saf-node2"}
     deployed = ["action_adopt_failure=deny", "action_generic_failure=deny"]
-    for node in nodes.values():
-        assert node["error"] is None and node["interface"] == "pam_python", node
+    # node1 runs the service interface (lab/fleet/host_vars), node2 pam_python
+    interface = {"saf-node1": "pam_slurm_adopt_client", "saf-node2": "pam_python"}
+    for host, node in nodes.items():
+        assert node["error"] is None and node["interface"] == interface[host], node
         assert sorted(node["options"]) == deployed, node
         assert "action_adopt_failure=deny action_generic_failure=deny" in node["transcript"][1], node
     assert nodes["saf-node1"]["decision"] == "PAM_SUCCESS", nodes["saf-node1"]
