@@ -19,8 +19,8 @@ from slurm_adopt import constants as C
 from slurm_adopt.callerid import CallerConn, check_reply_hash, parse_reply, verify_reply
 from slurm_adopt.log import Log
 
-from test_callerid import (REAL_MUNGE, FakeSlurmd, packstr, real_munged, recv_exactly,
-                           reply_with_cred, v4)
+from test_callerid import (REAL_MUNGE, FakeSlurmd, _connected_pair, packstr, real_munged,
+                           recv_exactly, reply_with_cred, v4)
 
 BODY = struct.pack(">II", 4242, 0) + packstr("remote1")
 
@@ -417,13 +417,7 @@ def test_rpc_over_ipv6_loopback_in_this_process(fake_cred):
 # -- the ssh connection of this process or of another -------------------------------
 
 def _pair(family=socket.AF_INET, host="127.0.0.1"):
-    server = socket.socket(family, socket.SOCK_STREAM)
-    server.bind((host, 0))
-    server.listen(1)
-    client = socket.create_connection((host, server.getsockname()[1]))
-    accepted, _peer = server.accept()
-    server.close()
-    return client, accepted
+    return _connected_pair(family, host)
 
 
 @pytest.mark.parametrize("family,host", [(socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")])

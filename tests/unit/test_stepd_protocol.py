@@ -19,6 +19,7 @@ from slurm_adopt import constants as C
 from slurm_adopt.log import Log
 from slurm_adopt.stepd import (Deadline, StepdConnection, StepLoc, list_steps, parse_step_name,
                                query_steps, setns)
+from test_callerid import recv_exactly
 
 NODE = "nodeA"
 INT = struct.Struct("=i")
@@ -61,16 +62,6 @@ class ScriptedStepd(object):
             pass
         self.server.close()
         self.thread.join(5)
-
-
-def recv_exactly(conn, size):
-    data = b""
-    while len(data) < size:
-        chunk = conn.recv(size - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
 
 
 def until_closed(conn):
