@@ -18,7 +18,7 @@ PKGS=(
     gcc libc6-dev libpam0g-dev   # tests/node/pam_call.c, the direct PAM driver of the node tests
     prometheus-node-exporter     # tests/unit/test_drift_metrics.py scrapes the drift check's metrics from it
     debootstrap                  # the PAM corpus chroots (lab/pamcorpus) and the image-mode root (lab/image)
-    xvfb xauth                   # tests/node/test_x11_container.py: an X display for salloc --x11, xauth for Slurm's X11
+    xvfb xauth                   # tests/node/test_x11.py: an X display for salloc --x11, xauth for Slurm's X11
 )
 
 missing=()
