@@ -17,7 +17,7 @@ case ${LAB_RELEASE:-} in
         SSH_PORT_PY=2303
         # Packages installed into the chroot on top of debootstrap's minbase. The list is
         # part of BUILD_ID (stamp and cache key): any change means a cold build.
-        # xauth, xvfb: tests/node/test_x11_container.py (salloc --x11 on an Xvfb display).
+        # xauth, xvfb: tests/node/test_x11.py (salloc --x11 on an Xvfb display).
         PACKAGES="slurmd slurmctld slurm-client munge openssh-server openssh-client \
 libpam-python libpam-slurm-adopt python3 procps xauth xvfb"
         # suite-updates and suite-security exist for a stable release.
