@@ -113,13 +113,22 @@ for s in "${stages[@]}"; do
         if [ "$rc" -eq 0 ]; then RESULT[$s]=PASS; else RESULT[$s]="FAIL (exit $rc)"; overall=1; fi
         continue
     else
-        run_stage "$s"
-        rc=$?
+        mkdir -p "$BG_DIR"
+        run_stage "$s" 2>&1 | tee "$BG_DIR/$s.log"
+        rc=${PIPESTATUS[0]}
     fi
     TIME[$s]=$((SECONDS - t0))
     if [ "$rc" -eq 0 ]; then RESULT[$s]=PASS; else RESULT[$s]="FAIL (exit $rc)"; overall=1; fi
 done
 
+# what failed, again at the end: CI keeps only the tail of the output
+for s in "${stages[@]}"; do
+    [ "${RESULT[$s]}" = PASS ] && continue
+    printf '\n----- %s failed; from build/test-all/%s.log -----\n' "$s" "$s"
+    if ! grep -E '^(FAILED|ERROR) |^[^ ]+: FAIL|fatal: \[|failed=[1-9]' "$BG_DIR/$s.log" | head -n 15; then
+        tail -n 10 "$BG_DIR/$s.log"
+    fi
+done
 printf '\n===== test-all summary =====\n'
 for s in "${stages[@]}"; do
     printf '%-9s %-14s %5ss\n' "$s" "${RESULT[$s]}" "${TIME[$s]}"
