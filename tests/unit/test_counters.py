@@ -12,6 +12,7 @@ import pytest
 
 from slurm_adopt import constants as C
 from slurm_adopt import counters
+from slurm_adopt import flow as flow_mod
 from slurm_adopt.flow import Adopter, run_safely
 from slurm_adopt.log import Log
 from slurm_adopt.options import parse_options
@@ -31,7 +32,9 @@ def counter_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def node(tmp_path):
+def node(tmp_path, monkeypatch):
+    # Node.run puts a fake callerid RPC into the flow module: put the real one back afterwards
+    monkeypatch.setattr(flow_mod, "callerid_rpc", flow_mod.callerid_rpc)
     n = Node(tmp_path)
     yield n
     n.close()
