@@ -48,6 +48,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "lab"))
 
 import labctl  # noqa: E402  pylint: disable=wrong-import-position
+from fresh_python import run_fresh  # noqa: E402  pylint: disable=wrong-import-position
 
 DEFAULT_DIR = os.path.join(REPO, "roles", "adopt_module", "files")
 
@@ -108,14 +109,8 @@ print(json.dumps({"rc": rc, "job": adopter.adopted_job, "ms": T}))
 
 
 def sample(module_dir, user, lab):
-    code = ("MODULE_DIR = %r\nUSER = %r\nSERVICE = %r\nSLURM_CONF = %r\nPLAIN_PORT = %d\n"
-            % (module_dir, user, lab.pam_services["py"], lab.slurm_conf,
-               lab.ports["plain"])) + CHILD
-    p = subprocess.run(["/usr/bin/python3", "-I", "-B", "-c", code], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=60, check=False)
-    if p.returncode != 0:
-        raise RuntimeError("sample failed: %s" % p.stderr.decode(errors="replace")[-2000:])
-    return json.loads(p.stdout.decode().strip().splitlines()[-1])
+    return run_fresh(CHILD, MODULE_DIR=module_dir, USER=user, SERVICE=lab.pam_services["py"],
+                     SLURM_CONF=lab.slurm_conf, PLAIN_PORT=lab.ports["plain"])
 
 
 def main(argv=None):

@@ -39,6 +39,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "lab"))
 
 import labctl  # noqa: E402  pylint: disable=wrong-import-position
+from fresh_python import run_fresh  # noqa: E402  pylint: disable=wrong-import-position
 
 CHILD = r'''
 import json, os, struct, sys, time
@@ -109,15 +110,9 @@ print(json.dumps({"rc": rc, "job": adopter.adopted_job, "ms": T}))
 
 
 def sample(module_dir, lab, user, step):
-    code = ("MODULE_DIR = %r\nUSER = %r\nSERVICE = %r\nSLURM_CONF = %r\nPLAIN_PORT = %d\n"
-            "SPOOL = %r\nSTEP = %r\n" % (module_dir, user, lab.pam_services["py"],
-                                         lab.slurm_conf, lab.ports["plain"],
-                                         lab.host_path(lab.spool_dir), step)) + CHILD
-    p = subprocess.run(["/usr/bin/python3", "-I", "-B", "-c", code], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=60, check=False)
-    if p.returncode != 0:
-        raise RuntimeError("sample failed: %s" % p.stderr.decode(errors="replace")[-2000:])
-    return json.loads(p.stdout.decode().strip().splitlines()[-1])
+    return run_fresh(CHILD, MODULE_DIR=module_dir, USER=user, SERVICE=lab.pam_services["py"],
+                     SLURM_CONF=lab.slurm_conf, PLAIN_PORT=lab.ports["plain"],
+                     SPOOL=lab.host_path(lab.spool_dir), STEP=step)
 
 
 def main(argv=None):

@@ -58,6 +58,20 @@ def timed_ssh(lab, *args, **kw):
     return result, time.monotonic() - start
 
 
+# A fault may add at most FAULT_SLACK seconds to a login, against the same
+# login on the healthy lab just before (the machine may be loaded: CI runs the
+# node stage beside molecule). The faults here end at once or after one 2 s
+# stepd timeout; without the fixes they add 12 s or more (the module's budget
+# for uid queries, ten stopped stepds asked in turn) or hang.
+FAULT_SLACK = 8
+
+
+def healthy_ssh_seconds(lab, kind, user, **kw):
+    """The time of a login on the healthy lab (its result checked by the caller's
+    fault login, not here)."""
+    return timed_ssh(lab, kind, user, **kw)[1]
+
+
 def stepd_pids(lab, job):
     out = subprocess.run(["pgrep", "-f", r"slurmstepd: \[%d\.extern\]" % job],
                          stdout=subprocess.PIPE, text=True, check=False).stdout
@@ -73,6 +87,7 @@ def test_stopped_slurmstepd_applies_generic_failure_quickly(lab, jobs, action):
     job there) but action_generic_failure, within a few seconds."""
     stepds = stepd_pids(lab, jobs.alice)
     lab.set_account_options("py", "action_generic_failure=" + action)
+    healthy = healthy_ssh_seconds(lab, "py", "alice")
     mark = lab.syslog_mark()
     for pid in stepds:
         os.kill(pid, signal.SIGSTOP)
@@ -83,7 +98,7 @@ def test_stopped_slurmstepd_applies_generic_failure_quickly(lab, jobs, action):
         for pid in stepds:
             os.kill(pid, signal.SIGCONT)
         lab.restore_account_line("py")
-    assert elapsed < 10
+    assert elapsed < healthy + FAULT_SLACK, (elapsed, healthy)
     assert result.ok == (action == "allow") and result.job_id is None
     assert NO_JOBS not in result.message
     assert lab.wait_syslog(r"did not answer within", mark)
@@ -98,6 +113,7 @@ def test_ten_silent_stepds_of_another_user(lab, jobs):
     dave_jobs = [lab.submit("dave") for _i in range(10)]
     stopped = [pid for job in dave_jobs for pid in stepd_pids(lab, job)]
     lab.set_account_options("py", "action_adopt_failure=deny", "action_generic_failure=deny")
+    healthy = healthy_ssh_seconds(lab, "py", "alice")
     for pid in stopped:
         os.kill(pid, signal.SIGSTOP)
     try:
@@ -108,7 +124,7 @@ def test_ten_silent_stepds_of_another_user(lab, jobs):
         lab.restore_account_line("py")
         lab.cancel(dave_jobs)
     assert result.rc == 0 and result.job_id == jobs.alice, result.stderr
-    assert elapsed < 8, elapsed                # one 2 s stepd timeout plus the login
+    assert elapsed < healthy + FAULT_SLACK, (elapsed, healthy)   # one 2 s stepd timeout, not ten
 
 
 def test_stale_socket_in_the_spool_dir_is_ignored(lab, jobs):
@@ -130,6 +146,7 @@ def test_broken_slurm_conf_applies_generic_failure(lab, jobs, action, allowed):
     with open(path) as handle:
         original = handle.read()
     lab.set_account_options("py", "action_generic_failure=" + action)
+    healthy = healthy_ssh_seconds(lab, "py", "alice")
     mark = lab.syslog_mark()
     try:
         with open(path, "a") as handle:
@@ -139,7 +156,8 @@ def test_broken_slurm_conf_applies_generic_failure(lab, jobs, action, allowed):
         with open(path, "w") as handle:
             handle.write(original)
         lab.restore_account_line("py")
-    assert result.ok == allowed and result.job_id is None and elapsed < 10
+    assert result.ok == allowed and result.job_id is None, result
+    assert elapsed < healthy + FAULT_SLACK, (elapsed, healthy)
     assert lab.wait_syslog(r"cannot parse .*action_generic_failure=%s" % action, mark)
 
 
@@ -171,6 +189,7 @@ def _login_with_daemon_stopped(lab, daemon, via_job=None, options=("action_unkno
     """Stop the lab's own daemon (by its pid file), check it is gone, log in
     as bob (two jobs: the callerid RPC is needed), start it again."""
     lab.set_account_options("py", *options)
+    healthy = healthy_ssh_seconds(lab, "py", "bob", via_job=via_job)
     pid = lab_daemon(lab, daemon)
     try:
         os.kill(pid, signal.SIGTERM)
@@ -179,7 +198,9 @@ def _login_with_daemon_stopped(lab, daemon, via_job=None, options=("action_unkno
             with socket.socket() as probe:                 # nothing answers the RPC any more
                 probe.settimeout(2)
                 assert probe.connect_ex(("127.0.0.1", lab.slurmd_port)) != 0
-        return timed_ssh(lab, "py", "bob", via_job=via_job)
+        result, elapsed = timed_ssh(lab, "py", "bob", via_job=via_job)
+        assert elapsed < healthy + FAULT_SLACK, (elapsed, healthy)
+        return result
     finally:
         lab.restore_account_line("py")
         lab_up(lab)
@@ -190,8 +211,8 @@ def _login_with_daemon_stopped(lab, daemon, via_job=None, options=("action_unkno
 def test_slurmd_stopped_falls_back_to_action_unknown(lab, jobs):
     """Over ssh from outside: with the lab's slurmd stopped, action_unknown=deny."""
     mark = lab.syslog_mark()
-    result, elapsed = _login_with_daemon_stopped(lab, "slurmd")
-    assert result.rc == 255 and UNKNOWN in result.message and elapsed < 10
+    result = _login_with_daemon_stopped(lab, "slurmd")
+    assert result.rc == 255 and UNKNOWN in result.message
     assert lab.wait_syslog(r"as %s: unable to determine source job" % lab.user("bob"), mark)
 
 
@@ -220,7 +241,7 @@ def _from_inside_the_older_job_with(lab, jobs, daemon):
         pamdrv.remove_services(lab)
     assert broken.rc_name == "PAM_SUCCESS" and broken.job is None, broken
     assert "SLURM_JOB_ID" not in broken.env
-    assert broken.elapsed < 10
+    assert broken.elapsed < healthy.elapsed + FAULT_SLACK, (broken.elapsed, healthy.elapsed)
     return broken.syslog
 
 
@@ -240,8 +261,8 @@ def test_munge_stopped_during_a_login_from_inside_a_job(lab, jobs):
 @pytest.mark.timeout(400)
 def test_munge_down_falls_back_to_action_unknown(lab, jobs):
     mark = lab.syslog_mark()
-    result, elapsed = _login_with_daemon_stopped(lab, "munged")
-    assert result.rc == 255 and UNKNOWN in result.message and elapsed < 10
+    result = _login_with_daemon_stopped(lab, "munged")
+    assert result.rc == 255 and UNKNOWN in result.message
     assert lab.wait_syslog(r"as %s: cannot ask the remote slurmd: munged is not reachable"
                            % lab.user("bob"), mark)
 
@@ -338,7 +359,9 @@ def test_dribbling_peer_on_the_slurmd_port(lab, jobs, dribbling_netns):
     finally:
         pamdrv.remove_services(lab)
     assert "rc 0" in out.splitlines(), (out, err)
-    assert 9 < elapsed < 16, elapsed
+    # the RPC waited for its deadline (10 s), then the login went on: not cut
+    # by sshd's LoginGraceTime, nor by the driver's 60 s
+    assert 9 < elapsed < 10 + 2 * FAULT_SLACK, elapsed
 
 
 def _wait_gone(pid_list, timeout=15):

@@ -18,7 +18,7 @@ import pytest
 
 import labctl
 import pamdrv
-from session_probe import session, version
+from session_probe import LOGIN_BOUND, session, version
 from test_service_differential import svc, through_service  # noqa: F401 (fixtures)  # pylint: disable=unused-import
 
 pytestmark = pytest.mark.node
@@ -81,7 +81,7 @@ def test_join_container_sees_the_jobs_tmp_as_the_c_module(lab, container_job):
     assert outside.vars["MARKER"] == "" and outside.vars["MNTNS"] != job_ns, outside.vars
     for kind, r in got.items():
         assert r.rc == 0 and r.job_id == job, (kind, r)
-        assert r.seconds < 15, (kind, r.seconds)
+        assert r.seconds < LOGIN_BOUND, (kind, r.seconds)
         assert r.vars["MNTNS"] == job_ns, (kind, r.vars)
         assert r.vars["MARKER"] == text, (kind, r.vars, r.stderr)
     assert got["py"].vars["MARKER"] == got["c"].vars["MARKER"]
@@ -118,7 +118,7 @@ def check_marker_seen(got, job):
     for kind, call in got.items():
         assert call.rc_name == "PAM_SUCCESS" and call.job == job, (kind, call)
         assert call.marker, (kind, call)                 # the caller is in the job's /tmp
-        assert call.elapsed < 15, (kind, call.elapsed)
+        assert call.elapsed < LOGIN_BOUND, (kind, call.elapsed)
 
 
 @pytest.mark.timeout(300)
