@@ -122,9 +122,9 @@ out=$(podman exec "$CTL" su - fleetbob -c "ssh -o LogLevel=INFO node1 true" 2>&1
 if [ "$rc" != 0 ] && [[ $out == *"Access denied by pam_slurm_adopt: you have no active jobs"* ]]; then
     ok "fleetbob (no job) denied by the module"
 else bad "fleetbob (no job): rc=$rc $out"; fi
-if out=$(podman exec "$CTL" su - fleetadmin -c "ssh node1 id -un" 2>&1) && [ "$out" = fleetadmin ]; then
-    ok "fleetadmin (admin) gets in"
-else bad "fleetadmin refused: $out"; fi
+out=$(podman exec "$CTL" su - fleetadmin -c "ssh -o LogLevel=INFO node1 id -un" 2>&1) && rc=0 || rc=$?
+if [ "$rc" = 0 ] && printf '%s\n' "$out" | grep -qx fleetadmin; then ok "fleetadmin (admin) gets in"
+else bad "fleetadmin refused: rc=$rc $out"; fi
 job=$(podman exec "$CTL" su - fleetalice -c "sbatch --parsable -w node1 -o /dev/null --chdir=/tmp --wrap 'sleep 300'")
 extern() { podman exec "$NODE" test -S "/var/lib/slurm/slurmd/node1_$job.4294967292"; }
 if wait_for 60 extern; then
