@@ -35,7 +35,8 @@ bad() { printf 'scale-pull: FAIL %s\n' "$*"; FAILS=$((FAILS + 1)); }
 core=$(sed -n 's/^ansible-core==//p' "$REPO/requirements/constraints.txt")
 [ -n "$core" ] || die "no ansible-core pin in requirements/constraints.txt"
 base=$(image)
-tag=localhost/saf-scale-pull:$( { podman image inspect -f '{{.Id}}' "$base"; echo "$core"; \
+# the pins of ansible-core's dependencies are in constraints.txt too: a new pin, a new image
+tag=localhost/saf-scale-pull:$( { podman image inspect -f '{{.Id}}' "$base"; cat "$REPO/requirements/constraints.txt"; \
     cat "$PULL/Containerfile" "$PULL/slurm-adopt-pull.service"; } | sha256sum | cut -c1-12)
 if ! podman image exists "$tag"; then
     # ansible-core and its dependencies as wheels, fetched here by this
