@@ -133,9 +133,10 @@ scale: venv images
 
 ## scale-pull: ansible-pull, tested once: a compute node of the scale lab configures itself
 ## at boot from a bare git repository of a site's configuration, bind-mounted (no network),
-## and ends adopted-ready: drift check green, real logins denied/admitted/adopted, a second
-## pull changes nothing (lab/fleet/scale-pull.sh; docs/fleet.md, "ansible-pull").
-## Not part of `make test` (an image build with ansible-core from PyPI, one node, two pulls).
+## and ends adopted-ready: drift check green, real logins denied/admitted/adopted; rebooted,
+## its second pull changes nothing (lab/fleet/scale-pull.sh; docs/fleet.md, "ansible-pull").
+## Not part of `make test` (an image build with ansible-core's wheels from this machine's pip,
+## one node, two boots: about 2 minutes).
 scale-pull: venv images
 	bash lab/fleet/scale-pull.sh
 
