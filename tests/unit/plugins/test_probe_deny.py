@@ -28,10 +28,17 @@ DENIED = (MODULE_DENIAL, 255)
 REFUSED = (NO_KEY, 255)
 
 
-def probe(phase, answer):
+def probe(phase, answer, tmp_path):
+    """Returns (ansible-playbook's rc, the failed task's message, the stand-in's argv or None)."""
     message, rc = answer
-    fake_ssh = ['/bin/sh', '-c', 'printf "%s\\n" "$FAKE_SSH_STDERR" >&2; exit ' + str(rc), 'ssh']
-    extra = {'test_phase': phase, 'slurm_adopt_probe_deny_user': 'nojob', '__slurm_adopt_ssh': fake_ssh,
+    fake_ssh = tmp_path / 'ssh'
+    argv_file = tmp_path / 'argv'
+    fake_ssh.write_text('#!/bin/sh\nprintf "%%s\\n" "$@" > "%s"\nprintf "%%s\\n" "$FAKE_SSH_STDERR" >&2\nexit %d\n'
+                        % (argv_file, rc))
+    fake_ssh.chmod(0o755)
+    # the site's own ssh arguments, as a site may keep them (quiet: no host key warnings)
+    site = [str(fake_ssh), '-o', 'BatchMode=yes', '-o', 'LogLevel=ERROR']
+    extra = {'test_phase': phase, 'slurm_adopt_probe_deny_user': 'nojob', '__slurm_adopt_ssh': site,
              'ansible_python_interpreter': sys.executable}
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=_COLL_ROOT, ANSIBLE_NOCOLOR='1',
                ANSIBLE_STDOUT_CALLBACK='ansible.builtin.json', ANSIBLE_LOCALHOST_WARNING='0',
@@ -41,39 +48,47 @@ def probe(phase, answer):
     out = json.loads(proc.stdout[proc.stdout.index('{'):])
     results = [task['hosts']['localhost'] for play in out['plays'] for task in play['tasks']
                if 'localhost' in task['hosts']]
-    asked = [r for r in results if not r.get('skipped') and r.get('cmd', [None])[0] == '/bin/sh']
     failed = [r for r in results if r.get('failed')]
-    return proc.returncode, (failed[0].get('msg', '') if failed else ''), len(asked)
+    asked = argv_file.read_text().splitlines() if argv_file.exists() else None
+    return proc.returncode, (failed[0].get('msg', '') if failed else ''), asked
+
+
+def test_sshd_s_denial_is_shown_whatever_the_sites_loglevel(tmp_path):
+    """ssh takes an option's first value: LogLevel=INFO must come before the
+    site's LogLevel=ERROR, or ssh would not print the module's denial."""
+    _rc, _msg, asked = probe('after', DENIED, tmp_path)
+    assert asked[:2] == ['-o', 'LogLevel=INFO'], asked
+    assert asked[-2:] == ['nojob@localhost', 'true'], asked
 
 
 @pytest.mark.parametrize('phase,answer', [('before', LET_IN), ('before', DENIED), ('after', DENIED)])
-def test_passes(phase, answer):
-    rc, msg, asked = probe(phase, answer)
-    assert rc == 0 and msg == '' and asked == 1, msg
+def test_passes(phase, answer, tmp_path):
+    rc, msg, asked = probe(phase, answer, tmp_path)
+    assert rc == 0 and msg == '' and asked, msg
 
 
-def test_before_a_login_that_cannot_work_stops_the_host():
-    rc, msg, asked = probe('before', REFUSED)
-    assert rc != 0 and asked == 1
+def test_before_a_login_that_cannot_work_stops_the_host(tmp_path):
+    rc, msg, asked = probe('before', REFUSED, tmp_path)
+    assert rc != 0 and asked
     assert msg.startswith('PROBE CANNOT LOG IN on localhost even before the change, nothing was changed'), msg
     assert 'Permission denied (publickey)' in msg and 'slurm_adopt_probe_deny_user' in msg
 
 
-def test_after_a_user_let_in_fails():
-    rc, msg, asked = probe('after', LET_IN)
-    assert rc != 0 and asked == 1
+def test_after_a_user_let_in_fails(tmp_path):
+    rc, msg, asked = probe('after', LET_IN, tmp_path)
+    assert rc != 0 and asked
     assert msg == 'nojob (no job) GOT IN to localhost after the change: the adopt rule does not deny', msg
 
 
-def test_after_a_refusal_that_is_not_the_modules_fails():
+def test_after_a_refusal_that_is_not_the_modules_fails(tmp_path):
     """rc 255 alone (a missing key, an unknown host key) is not the module's denial."""
-    rc, msg, asked = probe('after', REFUSED)
-    assert rc != 0 and asked == 1
+    rc, msg, asked = probe('after', REFUSED, tmp_path)
+    assert rc != 0 and asked
     assert msg.startswith('ssh as nojob to localhost failed after the change, but not with the denial of '
                           'pam_slurm_adopt (rc 255: nojob@node1: Permission denied (publickey).'), msg
 
 
-def test_removed_phase_does_not_ask():
+def test_removed_phase_does_not_ask(tmp_path):
     """After remove.yml nobody is denied any more: the deny probe is not run."""
-    rc, msg, asked = probe('removed', REFUSED)
-    assert rc == 0 and msg == '' and asked == 0
+    rc, msg, asked = probe('removed', REFUSED, tmp_path)
+    assert rc == 0 and msg == '' and asked is None
