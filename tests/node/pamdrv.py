@@ -238,7 +238,8 @@ def normaliser(lab, jobs):
         line = re.sub(r"\bport \d+", "port <port>", line)
         line = re.sub(r"\bProcess \d+", "Process <pid>", line)
         line = re.sub(r"\badopt \d+\b", "adopt <pid>", line)
-        return re.sub(r"(?<![:\w])\d+\b", lambda m: names.get(m.group(0), m.group(0)), line)
+        # a number on its own: not a part of an address (127.0.0.1 when a job is 127)
+        return re.sub(r"(?<![:\w.])\d+(?![\w.:]\w)(?!\w)", lambda m: names.get(m.group(0), m.group(0)), line)
     return normalise
 
 
