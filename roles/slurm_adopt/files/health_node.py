@@ -103,22 +103,21 @@ def copy_pam_tree(tree, python):
             os.makedirs(parent, exist_ok=True)
             subprocess.run(["cp", "-a", path, parent + "/"], check=True)
     os.makedirs(os.path.join(tree, "etc", "security"), exist_ok=True)
-    for top in ("etc", "usr"):
-        for root, _dirs, files in os.walk(os.path.join(tree, top)):
-            for name in files:
-                path = os.path.join(root, name)
-                if os.path.islink(path):
-                    continue
-                try:
-                    with open(path) as handle:
-                        text = handle.read()
-                except (UnicodeDecodeError, IOError, OSError):
-                    continue
-                new = PAM_PYTHON_RULE.sub(lambda m: "pam_exec.so stdout quiet %s %s pam-exec"
-                                          % (python, m.group(2)), text)
-                if new != text:
-                    with open(path, "w") as handle:
-                        handle.write(new)
+    for root, _dirs, files in os.walk(tree):
+        for name in files:
+            path = os.path.join(root, name)
+            if os.path.islink(path):
+                continue
+            try:
+                with open(path) as handle:
+                    text = handle.read()
+            except (UnicodeDecodeError, IOError, OSError):
+                continue
+            new = PAM_PYTHON_RULE.sub(lambda m: "pam_exec.so stdout quiet %s %s pam-exec" % (python, m.group(2)),
+                                      text)
+            if new != text:
+                with open(path, "w") as handle:
+                    handle.write(new)
 
 
 def module_decides(scratch, report, nojob):
