@@ -124,7 +124,7 @@ def units_state(units, run=subprocess.run):
                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError) as exc:
         return {"(systemctl)": "cannot run: %s" % exc}
-    blocks = [b for b in proc.stdout.split("\n\n")]
+    blocks = proc.stdout.split("\n\n")
     out = {}
     for unit, block in zip(units, blocks + [""] * (len(units) - len(blocks))):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)

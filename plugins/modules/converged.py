@@ -15,7 +15,7 @@ version_added: "0.3.0"
 description:
   - The converged fast path of the collection's C(site.yml) (docs/fleet.md, "Scale").
   - With O(state=check) (read-only, the default) it compares the record that the last successful full run left on
-    the node with this run's inputs (O(fingerprint), computed on the controller) and with the node as it is now:
+    the node with this run's inputs (O(fingerprint), computed on the controller) and with the node as it is now,
     every file below O(paths) (owner, mode, sha256, symlink targets), the states of O(units), the package database,
     the host name, the Python, the OS release and the user Ansible connects as; nothing in O(must_be_absent) may
     exist; and the node's own drift check (O(check_argv)) must be green. RV(converged) is true only when all of
@@ -61,8 +61,10 @@ options:
     elements: path
     default: []
   check_argv:
-    description: The node's drift check, read-only (C(check --json --no-metrics --only ...)); every check it runs must
-      be C(ok). Only with O(state=check).
+    description:
+      - The node's drift check, read-only (C(check --json --no-metrics --only ...)); every check it runs must be C(ok).
+        Only with O(state=check).
+      - An empty first element means the Python this module runs with.
     type: list
     elements: str
     default: []

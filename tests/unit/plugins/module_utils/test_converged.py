@@ -76,12 +76,12 @@ def _runner(states=None):
     def run(argv, **kw):
         if argv[0] == "systemctl":
             return fake(argv, **kw)
-        return subprocess.run(argv, **kw)
+        return subprocess.run(argv, check=kw.pop("check", False), **kw)
     return run
 
 
 def test_no_record_means_the_full_run(node, tmp_path):
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN))
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN))
     assert not ok and "no record" in why
 
 
@@ -122,27 +122,27 @@ def test_byte_code_and_the_record_itself_are_not_compared(node, tmp_path):
     record(node)
     (root / "lib" / "__pycache__" / "mod.pyc").write_bytes(b"other")
     (root / "lib" / "__pycache__" / "new.pyc").write_bytes(b"")
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN))
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN))
     assert ok, why
 
 
 def test_other_inputs_mean_the_full_run(node, tmp_path):
     record(node)
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN), fingerprint="e" * 64)
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN), fingerprint="e" * 64)
     assert not ok and "inputs changed" in why
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN), fingerprint="")
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN), fingerprint="")
     assert not ok and "no fingerprint" in why
 
 
 def test_a_unit_in_another_state_means_the_full_run(node, tmp_path):
     record(node)
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN), run=_runner({"a.service": "inactive"}))
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN), run=_runner({"a.service": "inactive"}))
     assert not ok and "unit a.service: loaded active enabled -> loaded inactive enabled" in why, why
 
 
 def test_another_connecting_user_means_the_full_run(node, tmp_path):
     record(node)
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN), env={"SUDO_USER": "someone"})
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN), env={"SUDO_USER": "someone"})
     assert not ok and "connecting user: ops -> someone" in why
 
 
@@ -150,7 +150,7 @@ def test_pending_restart_is_never_converged_and_never_recorded(node, tmp_path):
     root = node[0]
     record(node)
     (root / "state" / "pending").write_text("TaskPlugin\n")
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN))
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN))
     assert not ok and why.startswith("pending:")
     changed, why = record(node)
     assert changed and why.startswith("not recorded, pending")
@@ -172,7 +172,7 @@ def test_drift_check_must_be_green(node, tmp_path, case):
         argv = fake_check(tmp_path, [])
     else:
         argv = [str(tmp_path / "no-such-python")]
-    ok, why, _ = decide(node, argv)
+    ok, why, _diffs = decide(node, argv)
     assert not ok, why
     assert "drift check" in why
 
@@ -180,23 +180,23 @@ def test_drift_check_must_be_green(node, tmp_path, case):
 def test_empty_interpreter_means_this_python(node, tmp_path):
     record(node)
     argv = fake_check(tmp_path, GREEN)
-    ok, why, _ = decide(node, [""] + argv[1:])
+    ok, why, _diffs = decide(node, [""] + argv[1:])
     assert ok, why
 
 
 def test_a_broken_record_means_the_full_run(node, tmp_path):
     with open(node[1], "w") as handle:
         handle.write("{not json")
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN))
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN))
     assert not ok and "not JSON" in why
     with open(node[1], "w") as handle:
         json.dump({"version": 0}, handle)
-    ok, why, _ = decide(node, fake_check(tmp_path, GREEN))
+    ok, why, _diffs = decide(node, fake_check(tmp_path, GREEN))
     assert not ok and "another format" in why
 
 
 def test_dry_run_writes_nothing(node):
-    changed, _ = C.write_record(node[1], FP, run=fake_systemctl({}), environ=node[3], dry_run=True, **node[2])
+    changed, _why = C.write_record(node[1], FP, run=fake_systemctl({}), environ=node[3], dry_run=True, **node[2])
     assert changed and not os.path.exists(node[1])
 
 
