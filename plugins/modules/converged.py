@@ -71,9 +71,10 @@ options:
 attributes:
   check_mode:
     support: full
-    details: O(state=check) is read-only anyway; O(state=record) reports what it would do.
+    description: O(state=check) is read-only anyway; O(state=record) reports what it would do and writes nothing.
   diff_mode:
     support: none
+    description: The record is a file of the collection's own; no diff is shown.
 notes:
   - Standard library only on the node (Python 3.6+).
 '''
