@@ -29,7 +29,6 @@ import os
 import pwd
 import socket
 import stat
-import subprocess
 import sys
 
 RECORD_VERSION = 1
@@ -115,22 +114,23 @@ def files_state(paths, exclude=()):
     return out
 
 
-def units_state(units, run=subprocess.run):
-    """{unit: 'LoadState ActiveState UnitFileState'} from one systemctl call."""
+def units_state(units, run):
+    """{unit: 'LoadState ActiveState UnitFileState'} from one systemctl call
+    (run(argv) -> (rc, stdout, stderr): the module's run_command)."""
     if not units:
         return {}
     try:
-        proc = run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState", "--"] + list(units),
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=30, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
+        _rc, out, _err = run(["systemctl", "show", "--property=Id,LoadState,ActiveState,UnitFileState", "--"]
+                             + list(units))
+    except (OSError, ValueError) as exc:
         return {"(systemctl)": "cannot run: %s" % exc}
-    blocks = proc.stdout.split("\n\n")
-    out = {}
+    blocks = out.split("\n\n")
+    states = {}
     for unit, block in zip(units, blocks + [""] * (len(units) - len(blocks))):
         props = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        out[unit] = "%s %s %s" % (props.get("LoadState", "?"), props.get("ActiveState", "?"),
-                                  props.get("UnitFileState", "?"))
-    return out
+        states[unit] = "%s %s %s" % (props.get("LoadState", "?"), props.get("ActiveState", "?"),
+                                     props.get("UnitFileState", "?"))
+    return states
 
 
 def packages_state():
@@ -179,8 +179,8 @@ def node_facts():
     return {"hostname": socket.gethostname(), "python": sys.executable, "os_release": release}
 
 
-def node_state(paths, exclude=(), units=(), run=subprocess.run, environ=None):
-    return {"files": files_state(paths, exclude), "units": units_state(list(units), run=run),
+def node_state(paths, run, exclude=(), units=(), environ=None):
+    return {"files": files_state(paths, exclude), "units": units_state(list(units), run),
             "packages": packages_state(), "facts": node_facts(), "user": connecting_user(environ)}
 
 
@@ -203,24 +203,23 @@ def differences(recorded, live):
     return out
 
 
-def drift_check(argv, run=subprocess.run, timeout=120):
-    """Run the node's drift check (read-only: --only, --no-metrics) and
-    return (green, reason)."""
+def drift_check(argv, run, timeout=120):
+    """Run the node's drift check (read-only: --only, --no-metrics), within
+    `timeout` seconds (coreutils' timeout), and return (green, reason)."""
     if not argv:
         return False, "no drift check configured"
     argv = list(argv)
     if not argv[0]:
         argv[0] = sys.executable
     try:
-        proc = run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
-                   timeout=timeout, check=False)
-    except (OSError, subprocess.SubprocessError) as exc:
+        returncode, stdout, stderr = run(["timeout", str(timeout)] + argv)
+    except (OSError, ValueError) as exc:
         return False, "the drift check did not run: %s" % exc
     try:
-        report = json.loads(proc.stdout)
+        report = json.loads(stdout)
         checks = report["checks"]
     except (ValueError, KeyError, TypeError):
-        return False, "the drift check did not answer (rc %s): %s" % (proc.returncode, (proc.stderr or proc.stdout)[-300:])
+        return False, "the drift check did not answer (rc %s): %s" % (returncode, (stderr or stdout)[-300:])
     if not checks:
         return False, "the drift check ran no check"
     bad = ["%s %s: %s" % (c.get("check"), c.get("status"), c.get("message")) for c in checks if c.get("status") != "ok"]
@@ -229,8 +228,8 @@ def drift_check(argv, run=subprocess.run, timeout=120):
     return True, "drift check green (%d checks)" % len(checks)
 
 
-def decide(record_path, fingerprint, paths, exclude=(), units=(), must_be_absent=(), check_argv=None,
-           run=subprocess.run, environ=None):
+def decide(record_path, fingerprint, paths, run, exclude=(), units=(), must_be_absent=(), check_argv=None,
+           environ=None):
     """(converged, reason, differences): may the full run be skipped here?"""
     if not fingerprint:
         return False, "no fingerprint of this run's inputs", []
@@ -248,19 +247,19 @@ def decide(record_path, fingerprint, paths, exclude=(), units=(), must_be_absent
     pending = [p for p in must_be_absent if os.path.lexists(p)]
     if pending:
         return False, "pending: %s" % ", ".join(pending), []
-    live = node_state(paths, exclude, units, run=run, environ=environ)
+    live = node_state(paths, run, exclude, units, environ=environ)
     diffs = differences(record.get("state", {}), live)
     if diffs:
         more = " and %d more" % (len(diffs) - MAX_LISTED) if len(diffs) > MAX_LISTED else ""
         return False, "changed since the last full run: %s%s" % ("; ".join(diffs[:MAX_LISTED]), more), diffs
-    green, why = drift_check(check_argv, run=run)
+    green, why = drift_check(check_argv, run)
     if not green:
         return False, why, []
     return True, "same inputs, same state as the last full run, %s" % why, []
 
 
-def write_record(record_path, fingerprint, paths, exclude=(), units=(), must_be_absent=(), run=subprocess.run,
-                 environ=None, dry_run=False):
+def write_record(record_path, fingerprint, paths, run, exclude=(), units=(), must_be_absent=(), environ=None,
+                 dry_run=False):
     """Record the node's state after a successful full run.  Returns
     (changed, reason); nothing is recorded (and an old record is removed)
     while something is pending."""
@@ -276,7 +275,7 @@ def write_record(record_path, fingerprint, paths, exclude=(), units=(), must_be_
             os.unlink(record_path)
         return old is not None, ("not recorded, pending: %s" % ", ".join(pending)) if pending else \
             "not recorded: no fingerprint"
-    text = record_text(fingerprint, node_state(paths, exclude, units, run=run, environ=environ))
+    text = record_text(fingerprint, node_state(paths, run, exclude, units, environ=environ))
     if text == old:
         return False, "recorded already"
     if not dry_run:

@@ -136,7 +136,11 @@ def main():
     )
     params = module.params
     exclude = list(params['exclude']) + [params['record']]
-    common = dict(fingerprint=params['fingerprint'], paths=params['paths'], exclude=exclude,
+
+    def run(argv):
+        return module.run_command(argv, check_rc=False)
+
+    common = dict(fingerprint=params['fingerprint'], paths=params['paths'], run=run, exclude=exclude,
                   units=params['units'], must_be_absent=params['must_be_absent'])
     if params['state'] == 'check':
         try:

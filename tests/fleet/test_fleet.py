@@ -469,7 +469,10 @@ def test_healthcheck_green(fleet, rolled_out):
     assert "links only libc.so.6, libpam.so.0" in service["interface"], service
     assert messages["saf-node2"]["service"].startswith("interface is not service"), messages["saf-node2"]
     # one step per node ran the installed check (it is the collection's): no fresh copy, no facts
-    assert "the collection's check is copied fresh" not in res.out, res.log
+    assert ran_on(res.out, "hpc.slurm_adopt.slurm_adopt : Why the collection's check is copied fresh here") == set(), res.log
+    assert ran_on(res.out, "hpc.slurm_adopt.adopt_drift : Run it (check)") == set(), res.log
+    assert ran_on(res.out, "hpc.slurm_adopt.slurm_adopt : The installed drift check, a copy of the live PAM tree, "
+                           "the module's own decision (one step)") == {"saf-node1", "saf-node2"}, res.log
     assert "TASK [Gathering Facts]" not in res.out, res.log
     # the same checks, as the shipped testinfra suite over ssh: every test passes
     res = fleet.testinfra("node1", "node2")

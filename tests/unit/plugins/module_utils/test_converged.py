@@ -31,12 +31,12 @@ GREEN = [{"check": "module_file", "status": "ok", "message": "fine"},
 
 
 def fake_systemctl(states):
-    def run(argv, **_kw):
+    def run(argv):
         assert argv[:2] == ["systemctl", "show"]
         units = argv[argv.index("--") + 1:]
         blocks = ["Id=%s\nLoadState=loaded\nActiveState=%s\nUnitFileState=enabled" % (u, states.get(u, "active"))
                   for u in units]
-        return subprocess.CompletedProcess(argv, 0, "\n\n".join(blocks) + "\n", "")
+        return 0, "\n\n".join(blocks) + "\n", ""
     return run
 
 
@@ -70,13 +70,16 @@ def decide(node_, check, run=None, fingerprint=FP, env=None):
 
 
 def _runner(states=None):
-    """systemctl answers from `states`; anything else (the drift check) runs for real."""
+    """systemctl answers from `states`; anything else (the drift check) runs for
+    real, as the module's run_command would run it: (rc, stdout, stderr)."""
     fake = fake_systemctl(states or {})
 
-    def run(argv, **kw):
+    def run(argv):
         if argv[0] == "systemctl":
-            return fake(argv, **kw)
-        return subprocess.run(argv, check=kw.pop("check", False), **kw)
+            return fake(argv)
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                              check=False)
+        return proc.returncode, proc.stdout, proc.stderr
     return run
 
 
