@@ -132,6 +132,12 @@ options:
     description: Fail when O(allow), O(deny) or O(compare_tree) find a problem (V(false) only reports it).
     type: bool
     default: true
+  remove:
+    description:
+      - A scratch directory (for example the one holding O(tree)) to remove when the probe is done, whatever its
+        outcome; saves the caller a task. Only a directory whose name ends in C(.slurm-adopt-health) is removed.
+    type: path
+    version_added: "0.3.0"
 notes:
   - PAM modules run for real inside the namespace. Modules with effects outside the file system can still act
     (C(pam_exec) runs its program, a real C(pam_slurm_adopt) may move the probe process into a job's cgroup, which ends
@@ -238,6 +244,9 @@ libpam:
   sample: /usr/lib/x86_64-linux-gnu/libpam.so.0.85.1
 '''
 
+import os
+import shutil
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.hpc.slurm_adopt.plugins.module_utils._pam_eval import (
     EvalError, evaluate, compare, expectation_failures, allowed_by,
@@ -271,6 +280,7 @@ def argument_spec():
         root=dict(type='path'),
         timeout=dict(type='float', default=10.0),
         fail_on_violation=dict(type='bool', default=True),
+        remove=dict(type='path'),
     )
 
 
@@ -341,9 +351,19 @@ def run(module):
     module.exit_json(**result)
 
 
+def remove_scratch(path):
+    """Remove the caller's scratch directory (only one of ours, by its suffix)."""
+    if path and path.rstrip('/').endswith('.slurm-adopt-health') and os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    run(module)
+    try:
+        run(module)
+    finally:
+        # exit_json and fail_json end the process with SystemExit: this still runs
+        remove_scratch(module.params['remove'])
 
 
 if __name__ == '__main__':

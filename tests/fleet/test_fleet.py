@@ -177,8 +177,14 @@ def test_rollout(fleet, pristine):
         assert "a fresh ssh login as %s works after the change" % ANSIBLE_USER in res.out, res.log
     # group_vars/all asked for one batch of both nodes (the default is 1, then 25%)
     assert "in batches of 2, then 1" in res.out, res.log
-    assert len(re.findall(r"^TASK \[Gathering Facts\]", res.out.split("PLAY [Roll pam_slurm_adopt out", 1)[1].split(
-        "PLAY [Login", 1)[0], re.M)) == 1, res.log
+    # facts once for the batch, by the first task of the full run (the play gathers none: the fast path needs none)
+    rollout = res.out.split("PLAY [Roll pam_slurm_adopt out", 1)[1].split("PLAY [Login", 1)[0]
+    assert len(re.findall(r"^TASK \[hpc\.slurm_adopt\.slurm_adopt : Facts of the node for the full run", rollout, re.M)) == 1, \
+        res.log
+    assert "TASK [Gathering Facts]" not in rollout, res.log
+    # the first run has no record to go by: the full run, which records (the next test takes the fast path)
+    for host in ("saf-node1", "saf-node2"):
+        assert "%s: full run: no record of a successful full run" % host in res.out, res.log
     # the shared slurm.conf was edited once, and still every slurmd was restarted
     # for the new TaskPlugin, and slurmctld too
     conf = fleet.slurm_conf()
@@ -198,13 +204,102 @@ def test_rollout(fleet, pristine):
     assert all(fleet.is_rolled_out(node) for node in COMPUTE)
 
 
-def test_second_run_changes_nothing(fleet, rolled_out):
+def changed_per_host(output):
+    recap = output.split("PLAY RECAP", 1)[1]
+    return dict(re.findall(r"^(\S+)\s*:.*changed=(\d+)", recap, re.M))
+
+
+def tasks_run(output):
+    """[(task title, {hosts it ran on (ok or changed)})] in the order of the output."""
+    out = []
+    for section in re.split(r"^TASK \[", output, flags=re.M)[1:]:
+        title = section.split("]", 1)[0]
+        hosts = set(re.findall(r"^(?:ok|changed): \[([^\]\s]+)", section, re.M))
+        out.append((title, hosts))
+    return out
+
+
+def per_node_work(output, host):
+    """The per-node roles' tasks (adopt_*) that ran on host, not skipped."""
+    return [t for t, hosts in tasks_run(output) if t.startswith("hpc.slurm_adopt.adopt_") and host in hosts]
+
+
+def ran_on(output, title):
+    """The hosts the task(s) of this title ran on."""
+    return set().union(*([hosts for t, hosts in tasks_run(output) if t == title] or [set()]))
+
+
+FAST = {"saf-node1": "converged (fast path)", "saf-node2": "converged (fast path)",
+        "saf-ctl": "left alone (login/controller)", "saf-login": "left alone (login/controller)"}
+
+
+def test_second_run_changes_nothing_and_takes_the_fast_path(fleet, rolled_out):
+    """Right after a successful full run, the next one changes nothing and
+    takes the converged fast path on both compute nodes: one read-only step
+    each, no role of the rollout runs there, no slurm.conf step, no facts.
+    (The first run here may be a full one, when the nodes were rolled out by
+    an earlier session or changed since; the second must be fast.)"""
+    first = fleet.playbook("site")
+    assert first.rc == 0, first.log
+    res = first if summary(first.out) == FAST else fleet.playbook("site")
+    assert res.rc == 0, res.log
+    assert summary(res.out) == FAST, res.log
+    changed = changed_per_host(res.out)
+    assert set(changed) == {"saf-ctl", "saf-node1", "saf-node2", "saf-login"}, changed
+    assert set(changed.values()) == {"0"}, changed
+    for host in ("saf-node1", "saf-node2"):
+        assert per_node_work(res.out, host) == [], (host, res.log)
+        assert "a fresh ssh login" not in res.out, res.log
+    assert "TASK [Gathering Facts]" not in res.out, res.log
+    assert ran_on(res.out, "hpc.slurm_adopt.slurm_adopt : Facts of the node for the full run (minimal subset)") == set()
+    # the decision: one step on each node
+    assert ran_on(res.out, "hpc.slurm_adopt.slurm_adopt : Is this node already exactly as this run would leave it "
+                           "(read-only)") == {"saf-node1", "saf-node2"}, res.log
+    # the slurm.conf step (play 2) ran only on the login and controller nodes
+    slurm_conf = res.out.split("PLAY [Slurm prerequisites", 1)[1].split("PLAY [", 1)[0]
+    assert {h for _t, hosts in tasks_run(slurm_conf) for h in hosts} == {"saf-ctl", "saf-login"}, slurm_conf
+    for node in COMPUTE:
+        assert fleet.is_rolled_out(node), node
+
+
+def test_drift_or_a_changed_setting_defeats_the_fast_path_and_is_repaired(fleet, rolled_out, tmp_path):
+    """node1: sshd's UsePAM turned off in sshd_config (not reloaded): the
+    drift check does not look at sshd, the fast path's record of the files
+    does; node2: a setting changed for it alone (an extra user who must get
+    in).  Both get the full run; node1's UsePAM is yes again.  With the lab's
+    inventory again, node1 is converged and node2 gets the full run (its
+    inputs changed back).  With slurm_adopt_fast_converged=false both get the
+    full run, and it changes nothing."""
+    assert fleet.playbook("site").rc == 0          # converged from here (see the previous test)
+    conf = "/etc/ssh/sshd_config"
+    fleet.must("node1", "grep -q '^UsePAM yes$' %s && sed -i 's/^UsePAM yes$/UsePAM no/' %s" % (conf, conf))
+    inventory = write_inventory(str(tmp_path), {"saf-node2": {"adopt_pam_ensure_access_for": ["fleetadmin"]}})
+    res = fleet.playbook("site", inventory=inventory)
+    assert res.rc == 0, res.log
+    assert summary(res.out)["saf-node1"] == "adopted" and summary(res.out)["saf-node2"] == "adopted", res.log
+    assert re.search(r"saf-node1: full run: changed since the last full run: .*file /etc/ssh/sshd_config: ", res.out), res.log
+    assert "saf-node2: full run: the inputs changed since the last full run" in res.out, res.log
+    for host in ("saf-node1", "saf-node2"):
+        assert "pre-flight passed on %s" % host in res.out, res.log
+    assert fleet.must("node1", "grep -c '^UsePAM yes$' %s" % conf).strip() == "1"
+    assert fleet.must("node1", "sshd -T | grep -i '^usepam '").strip() == "usepam yes"
+
     res = fleet.playbook("site")
     assert res.rc == 0, res.log
-    recap = res.out.split("PLAY RECAP", 1)[1]
-    changed = dict(re.findall(r"^(\S+)\s*:.*changed=(\d+)", recap, re.M))
-    assert set(changed) == {"saf-ctl", "saf-node1", "saf-node2", "saf-login"}, recap
-    assert set(changed.values()) == {"0"}, recap
+    result = summary(res.out)
+    assert result["saf-node1"] == "converged (fast path)" and result["saf-node2"] == "adopted", res.log
+    assert per_node_work(res.out, "saf-node1") == [] and per_node_work(res.out, "saf-node2") != [], res.log
+
+    res = fleet.playbook("site", "-e", "slurm_adopt_fast_converged=false")
+    assert res.rc == 0, res.log
+    assert summary(res.out)["saf-node1"] == "adopted" and summary(res.out)["saf-node2"] == "adopted", res.log
+    for host in ("saf-node1", "saf-node2"):
+        assert "%s: full run: slurm_adopt_fast_converged is false" % host in res.out, res.log
+        assert "pre-flight passed on %s" % host in res.out, res.log
+    assert set(changed_per_host(res.out).values()) == {"0"}, changed_per_host(res.out)
+    # and the record it left is the same: the next run is fast on both
+    res = fleet.playbook("site")
+    assert res.rc == 0 and summary(res.out) == FAST, res.log
 
 
 # ---------------------------------------------------------------------------
@@ -373,10 +468,39 @@ def test_healthcheck_green(fleet, rolled_out):
     assert "checksum matches the build record" in service["interface"], service
     assert "links only libc.so.6, libpam.so.0" in service["interface"], service
     assert messages["saf-node2"]["service"].startswith("interface is not service"), messages["saf-node2"]
+    # one step per node ran the installed check (it is the collection's): no fresh copy, no facts
+    assert ran_on(res.out, "hpc.slurm_adopt.slurm_adopt : Why the collection's check is copied fresh here") == set(), res.log
+    assert ran_on(res.out, "hpc.slurm_adopt.adopt_drift : Run it (check)") == set(), res.log
+    assert ran_on(res.out, "hpc.slurm_adopt.slurm_adopt : The installed drift check, a copy of the live PAM tree, "
+                           "the module's own decision (one step)") == {"saf-node1", "saf-node2"}, res.log
+    assert "TASK [Gathering Facts]" not in res.out, res.log
     # the same checks, as the shipped testinfra suite over ssh: every test passes
     res = fleet.testinfra("node1", "node2")
     assert res.ok and res.outcomes, res.out[-3000:]
     assert set(res.outcomes.values()) == {"passed"}, res.outcomes
+
+
+def test_healthcheck_copies_the_check_fresh_where_the_installed_one_is_not_the_collections(fleet, rolled_out):
+    """An installed check that was edited on node1 must not vouch for the
+    node: the health check copies the collection's check there (and only
+    there) and still reports every check; node2 keeps the one step."""
+    path = "/usr/lib/slurm-adopt/slurm_adopt_check.py"
+    fleet.must("node1", "cp -p %s /root/check.saved && echo '# edited on the node' >> %s" % (path, path))
+    try:
+        report = os.path.join(fleet.log_dir, "health-fallback.json")
+        res = fleet.playbook("healthcheck", "-e", "slurm_adopt_health_json=%s" % report)
+    finally:
+        fleet.must("node1", "cp -p /root/check.saved %s && rm -f /root/check.saved" % path)
+    assert res.rc == 0, res.log
+    assert "saf-node1: %s differs from the collection's; the collection's check is copied fresh" % path in res.out, res.log
+    assert "saf-node2: " + path not in res.out, res.log
+    assert "overall: OK (2 green, 0 warning, 0 red, 0 unreachable)" in res.out, res.out[-3000:]
+    with open(report) as handle:
+        data = json.load(handle)
+    for node in data["nodes"]:
+        assert {c["check"] for c in node["checks"]} == EXPECTED_CHECKS, node
+    # the fresh copy ran on node1 only
+    assert ran_on(res.out, "hpc.slurm_adopt.adopt_drift : Run it (check)") == {"saf-node1"}, res.log
 
 
 def test_drift_hook_never_resumes_a_node_someone_else_drained(fleet, rolled_out):
