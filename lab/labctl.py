@@ -916,6 +916,12 @@ class Lab:
             raise LabError(f"pgrep failed: {p.stderr.strip()}")
         return sorted(int(x) for x in p.stdout.split())
 
+    def wait_pids(self, user: str, pattern: str, timeout: float = 10) -> list[int]:
+        """Wait until pids_of(user, pattern) finds a process and return the pids
+        (LabTimeout otherwise). A process just started in the background may be
+        between two execs (nohup, setsid, sh), when its command line reads empty."""
+        return _wait(lambda: self.pids_of(user, pattern), timeout, f"a process of {user} matching {pattern!r}")
+
     def wait_pids_gone(self, user: str, pattern: str, timeout: float = 20) -> None:
         """Wait until pids_of(user, pattern) is empty (LabTimeout otherwise)."""
         _wait(lambda: not self.pids_of(user, pattern), timeout,

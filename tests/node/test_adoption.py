@@ -60,7 +60,7 @@ def test_background_process_dies_when_the_job_is_cancelled(lab):
     try:
         r = lab.start_background("py", "dave", "exec sleep 7777")
         assert r.rc == 0 and r.job_id == job
-        assert r.pid and lab.pids_of("dave", "sleep 7777")
+        assert r.pid and lab.wait_pids("dave", "sleep 7777")
     finally:
         lab.cancel(job)
     lab.wait_pids_gone("dave", "sleep 7777", timeout=30)

@@ -151,7 +151,7 @@ def test_cancel_kills_processes_of_adopted_session(lab):
     r = lab.start_background("c", "carol", "sleep 7771")
     assert r.rc == 0, r.stderr
     assert r.job_id == j
-    pids = lab.pids_of("carol", "sleep 7771")
+    pids = lab.wait_pids("carol", "sleep 7771")
     assert pids
     assert all(lab.job_of_pid(p) == j for p in pids)
     lab.cancel(j)

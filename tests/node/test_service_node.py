@@ -58,7 +58,7 @@ def test_scancel_kills_the_adopted_session(svc, lab, jobs):
     try:
         bg = lab.start_background("svc", "dave", "sleep 7771")
         assert bg.rc == 0 and bg.job_id == job
-        assert lab.pids_of("dave", "sleep 7771")
+        assert lab.wait_pids("dave", "sleep 7771")
         lab.cancel(job)
         lab.wait_pids_gone("dave", "sleep 7771")
     finally:
